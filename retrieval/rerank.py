@@ -1,0 +1,82 @@
+"""Query expansion and database-side augmentation: pure functions on L2-normalised rows.
+
+Both replace a vector by a weighted sum of itself and its nearest neighbours, weight
+``max(similarity, 0) ** alpha`` (alpha-QE, Radenovic et al. 2018; alpha = 0 gives average QE
+over the top ``k``), then re-normalise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.config import RerankParams
+from retrieval.search import knn
+
+
+def expand(vectors: np.ndarray, database: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+           alpha: float) -> np.ndarray:
+    """normalise(v + sum_j max(s_j, 0)^alpha * database[i_j]) for each row's neighbours."""
+    w = np.maximum(scores, 0.0).astype(np.float32) ** np.float32(alpha)  # [N, k]
+    out = vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[indices])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """alpha-weighted query expansion with each query's top ``k`` database neighbours."""
+    if k <= 0:
+        return queries.astype(np.float32)
+    scores, idx = knn(queries, database, k)
+    return expand(queries, database, scores, idx, alpha)
+
+
+def dba(database: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """Database-side augmentation: each row expanded with its top ``k`` other database rows."""
+    if k <= 0:
+        return database.astype(np.float32)
+    scores, idx = knn(database, database, k + 1)
+    # drop each row's own match; with duplicate rows the self match may not come first
+    own = idx == np.arange(len(database))[:, None]
+    keep = ~own
+    keep[own.sum(1) == 0, -1] = False  # no self in the list: drop the last neighbour instead
+    scores = scores[keep].reshape(len(database), -1)
+    idx = idx[keep].reshape(len(database), -1)
+    return expand(database, database, scores, idx, alpha)
+
+
+def apply(queries: np.ndarray, database: np.ndarray, p: RerankParams,
+          steps: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """DBA on the database, then alpha-QE of the queries against it, as ``p`` enables."""
+    steps = tuple(s for s in ("dba", "qe") if getattr(p, s).enabled) if steps is None else steps
+    if "dba" in steps:
+        database = dba(database, p.dba.k, p.dba.alpha)
+    if "qe" in steps:
+        queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha)
+    return queries, database
+
+
+def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
+         steps: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, indices) after the re-ranking ``steps``."""
+    q, d = apply(queries, database, p, steps)
+    return knn(q, d, k)
+
+
+def validation_ablation(valid, p: RerankParams, k: int = 1000) -> dict:
+    """Validation metrics with no re-ranking, each enabled step alone, and all enabled steps.
+
+    ``valid`` is a :class:`retrieval.features.Features` with labels and roles. The entry
+    ``final`` is what the params choose; it is the one the pipeline's score uses.
+    """
+    from retrieval.metrics import retrieval_metrics
+
+    q = valid.roles == "query"
+    qe, db, ql, dl = valid.embeddings[q], valid.embeddings[~q], valid.labels[q], valid.labels[~q]
+    enabled = tuple(s for s in ("dba", "qe") if getattr(p, s).enabled)
+    variants = {"none": ()}
+    variants.update({s: (s,) for s in enabled})
+    variants["final"] = enabled
+    out = {}
+    for name, steps in variants.items():
+        _, idx = rank(qe, db, p, k, steps)
+        out[name] = retrieval_metrics(idx, ql, dl, k)
+    return out

@@ -1,0 +1,24 @@
+"""Exact nearest-neighbour search by inner product (cosine on L2-normalised rows) with faiss."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+
+def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` database rows for each query by inner product, best first.
+
+    Returns ``(scores, indices)``, both [Q, min(k, N)]; scores float32, indices int64.
+    Ties are broken by the lower database index (faiss' flat index keeps the first).
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    database = np.ascontiguousarray(database, dtype=np.float32)
+    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
+        raise ValueError(f"shapes do not match: queries {queries.shape}, database {database.shape}")
+    k = min(k, len(database))
+    if k == 0 or len(queries) == 0:
+        return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+    index = faiss.IndexFlatIP(database.shape[1])
+    index.add(database)
+    scores, idx = index.search(queries, k)
+    return scores, idx

@@ -1,0 +1,60 @@
+"""ensemble: fuse the folds' rankings into the submission, validated before it is written.
+
+Reads   ``--rankings`` and ``--rerank-metrics``: path patterns whose ``{fold}`` is filled with
+        each of cv.folds (rerank's ranking.npz, and its metrics for the out-of-fold score)
+Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids) and
+        ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled)
+Params  cv.folds, ensemble
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from retrieval.cli import stage
+from retrieval.config import load_params
+from retrieval.ensemble import fuse_rankings, load_ranking
+from retrieval.io import InputError, read_json, write_json
+from retrieval.submission import write_submission
+
+
+@stage
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--rankings", required=True, help="path pattern with {fold}, one per fold in cv.folds")
+    ap.add_argument("--rerank-metrics", required=True, help="path pattern with {fold}")
+    ap.add_argument("--submission", required=True)
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    ep = p.ensemble
+    paths = [args.rankings.format(fold=f) for f in p.cv.folds]
+    runs = [load_ranking(r) for r in paths]
+    for path, r in zip(paths[1:], runs[1:]):
+        if not (np.array_equal(r["query_ids"], runs[0]["query_ids"]) and
+                np.array_equal(r["reference_ids"], runs[0]["reference_ids"])):
+            raise InputError(f"{path}: query or reference ids differ from {paths[0]}")
+    if ep.fold_weights is not None and len(ep.fold_weights) != len(runs):
+        raise InputError(f"ensemble.fold_weights has {len(ep.fold_weights)} weights for {len(runs)} rankings")
+    qids, rids = runs[0]["query_ids"], runs[0]["reference_ids"]
+    _, idx = fuse_rankings([r["scores"] for r in runs], [r["indices"] for r in runs], len(rids), ep.k,
+                           ep.fold_weights)
+    rankings = {q: rids[row[row >= 0]].tolist() for q, row in zip(qids.tolist(), idx)}
+    write_submission(args.submission, rankings, qids.tolist(), rids.tolist(), ep.k)
+    folds = [read_json(args.rerank_metrics.format(fold=f))["valid"] for f in p.cv.folds]
+    cv = {}
+    for variant in folds[0]:
+        n = sum(f[variant]["n_queries"] for f in folds)
+        cv[variant] = {key: sum(f[variant][key] * f[variant]["n_queries"] for f in folds) / n
+                       for key in ("map@1000", "p@1")}
+    write_json(args.metrics, {"cv": cv["final"], "cv_ablation": cv, "folds": len(runs),
+                              "test_queries": len(qids), "test_references": len(rids)})
+    print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
+          f"CV mAP@1000 {cv['final']['map@1000']:.4f}, P@1 {cv['final']['p@1']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""rerank: exact search with faiss, then DBA and alpha-QE as params choose, for one fold.
+
+Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract)
+Writes  ``--ranking`` (top-k references of every test query, with scores)
+        and ``--metrics``: validation mAP@1000 and P@1 with no re-ranking and after each step
+Params  rerank
+"""
+from __future__ import annotations
+
+import argparse
+from retrieval.cli import stage
+from retrieval.config import load_params
+from retrieval.ensemble import save_ranking
+from retrieval.features import load_features
+from retrieval.io import write_json
+from retrieval.rerank import rank, validation_ablation
+
+
+@stage
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    for name in ("query", "reference", "valid"):
+        ap.add_argument(f"--{name}", required=True, help=f"{name} feature file from extract")
+    ap.add_argument("--ranking", required=True, help="top-k references of each test query (.npz)")
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+    rp = load_params(args.params).rerank
+    query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
+    ablation = validation_ablation(valid, rp)
+    scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
+    save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
+    write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
+    print("rerank fold {}: ".format(query.meta.get("fold")) +
+          ", ".join(f"{k} {v['map@1000']:.4f}" for k, v in ablation.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

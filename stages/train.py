@@ -1,0 +1,41 @@
+"""train: one model per fold, trained on the other folds' classes.
+
+Reads   ``--folds`` (outputs/split/folds.csv) and the training images under data.root
+Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--history``
+        (history.csv: loss, lr, validation mAP@1000 per epoch) and ``--metrics`` (best epoch, validation mAP@1000 and P@1, throughput)
+Params  seed, data.root, cv, model, train
+"""
+from __future__ import annotations
+
+import argparse
+import pandas as pd
+
+from retrieval.cli import stage
+from retrieval.config import load_params
+from retrieval.io import InputError, write_json
+from retrieval.train import train_fold
+
+
+@stage
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", required=True)
+    ap.add_argument("--model", required=True, help="checkpoint to write (best epoch)")
+    ap.add_argument("--history", required=True, help="per-epoch CSV for dvc plots")
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    if args.fold not in p.cv.folds:
+        raise InputError(f"--fold {args.fold}: not one of cv.folds {p.cv.folds}")
+    folds = pd.read_csv(args.folds, dtype={"image": str, "id": str, "label": str}, keep_default_na=False)
+    metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history)
+    write_json(args.metrics, metrics)
+    print(f"train fold {args.fold}: best epoch {metrics['best_epoch']}, "
+          f"val mAP@1000 {metrics['val_map@1000']:.4f} (epoch 0: {metrics['epoch0_val_map@1000']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

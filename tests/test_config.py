@@ -1,0 +1,45 @@
+"""params.yaml is read into typed sections that refuse unknown keys, wrong types and ranges."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrieval.config import Params, load_params, parse_params
+from retrieval.io import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid_and_complete():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = load_params(ROOT / "params.yaml")
+    assert p.model.backbone == raw["model"]["backbone"]
+    # the file spells out every key the code knows, so the README's table can be trusted
+    assert raw.keys() == Params.model_fields.keys()
+    for section, value in raw.items():
+        if isinstance(value, dict):
+            assert value.keys() == type(getattr(p, section)).model_fields.keys(), section
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"train": {"epoch": 3}}, "train.epoch: is not a known key"),
+    ({"trian": {}}, "trian: is not a known key"),
+    ({"train": {"epochs": "many"}}, "train.epochs"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"split": {"query_fraction": 1.5}}, "split.query_fraction"),
+    ({"cv": {"folds": [0, 2]}}, "cv.folds"),
+    ({"model": {"head": "softmax"}}, "model.head"),
+    ({"rerank": {"qe": {"alpha": -1}}}, "rerank.qe.alpha"),
+])
+def test_bad_params_name_the_key(raw, needle):
+    with pytest.raises(InputError, match=needle.replace(".", r"\.")):
+        parse_params(raw, "params.yaml")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_params(tmp_path / "none.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_params(bad)

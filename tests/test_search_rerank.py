@@ -1,0 +1,166 @@
+"""faiss search, alpha-QE, DBA and rank fusion against naive numpy versions and golden cases."""
+import numpy as np
+import pytest
+
+from retrieval.config import QEParams, RerankParams
+from retrieval.ensemble import fuse_rankings
+from retrieval.metrics import retrieval_metrics
+from retrieval.rerank import alpha_qe, dba, rank
+from retrieval.search import knn
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return unit(rng.normal(size=(30, 8))), unit(rng.normal(size=(50, 8)))
+
+
+def naive_knn(q, d, k):
+    s = q @ d.T
+    idx = np.array([sorted(range(len(d)), key=lambda j: (-s[i, j], j))[:k] for i in range(len(q))])
+    return np.take_along_axis(s, idx, 1), idx
+
+
+def test_knn_matches_naive(data):
+    q, d = data
+    s, i = knn(q, d, 7)
+    ns, ni = naive_knn(q, d, 7)
+    np.testing.assert_array_equal(i, ni)
+    np.testing.assert_allclose(s, ns, atol=1e-5)
+
+
+def test_knn_k_larger_than_database_and_shape_check(data):
+    q, d = data
+    assert knn(q, d[:3], 10)[1].shape == (30, 3)
+    with pytest.raises(ValueError, match="shapes"):
+        knn(q, d[:, :4], 2)
+
+
+def test_knn_ties_keep_lower_index():
+    d = unit(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
+    _, i = knn(d[:1], d, 3)
+    assert i.tolist() == [[0, 1, 2]]
+
+
+def naive_qe(q, d, k, alpha):
+    out = []
+    for v in q:
+        s = d @ v
+        order = sorted(range(len(d)), key=lambda j: (-s[j], j))[:k]
+        acc = v.astype(np.float64).copy()
+        for j in order:
+            acc += max(s[j], 0.0) ** alpha * d[j]
+        out.append(acc / np.linalg.norm(acc))
+    return np.array(out)
+
+
+def naive_dba(d, k, alpha):
+    out = []
+    for i, v in enumerate(d):
+        s = d @ v
+        order = [j for j in sorted(range(len(d)), key=lambda j: (-s[j], j)) if j != i][:k]
+        acc = v.astype(np.float64).copy()
+        for j in order:
+            acc += max(s[j], 0.0) ** alpha * d[j]
+        out.append(acc / np.linalg.norm(acc))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("k,alpha", [(1, 0.0), (3, 3.0), (5, 1.0)])
+def test_alpha_qe_matches_naive(data, k, alpha):
+    q, d = data
+    np.testing.assert_allclose(alpha_qe(q, d, k, alpha), naive_qe(q, d, k, alpha), atol=1e-5)
+
+
+@pytest.mark.parametrize("k,alpha", [(1, 0.0), (3, 3.0)])
+def test_dba_matches_naive_and_excludes_self(data, k, alpha):
+    _, d = data
+    np.testing.assert_allclose(dba(d, k, alpha), naive_dba(d, k, alpha), atol=1e-5)
+
+
+def test_qe_golden_two_dimensions():
+    # query (1, 0); neighbours a = (0.6, 0.8) with s = 0.6, b = (0, 1) with s = 0
+    # alpha = 1, k = 2: q' = (1, 0) + 0.6 * (0.6, 0.8) + 0 * (0, 1) = (1.36, 0.48)
+    q = np.array([[1.0, 0.0]], np.float32)
+    d = np.array([[0.6, 0.8], [0.0, 1.0]], np.float32)
+    expected = np.array([1.36, 0.48]) / np.hypot(1.36, 0.48)
+    np.testing.assert_allclose(alpha_qe(q, d, 2, 1.0)[0], expected, atol=1e-6)
+
+
+def test_dba_with_duplicate_rows_drops_exactly_one_self():
+    d = unit(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
+    out = dba(d, 1, 1.0)
+    # rows 0 and 1 are each other's neighbour with s = 1: both stay (1, 0)
+    np.testing.assert_allclose(out[:2], [[1, 0], [1, 0]], atol=1e-6)
+
+
+def test_qe_and_dba_must_help_on_a_hard_query():
+    """A query far from its class's references but close to its class's easy member.
+
+    Class A: references tightly around (1, 0, 0) plus one 'bridge' at 45 deg towards the
+    query; class B: distractors around (0, 0, 1) spread so that two lie nearer the query than
+    most A references. The query at (0.5, 0.6, 0.62) first ranks B distractors; its top
+    neighbour after DBA pulls it towards A, so AP must rise.
+    """
+    rng = np.random.default_rng(1)
+    a = unit(np.array([1, 0, 0]) + 0.05 * rng.normal(size=(6, 3)))
+    bridge = unit(np.array([[0.8, 0.6, 0.3]]))
+    b = unit(np.array([0.0, 0.2, 1.0]) + 0.3 * rng.normal(size=(6, 3)))
+    db = np.vstack([a, bridge, b]).astype(np.float32)
+    labels = np.array(["A"] * 7 + ["B"] * 6)
+    q = unit(np.array([[0.5, 0.6, 0.62]]))
+    p_off = RerankParams(dba=QEParams(enabled=False), qe=QEParams(enabled=False))
+    p_on = RerankParams(dba=QEParams(k=2, alpha=1.0), qe=QEParams(k=2, alpha=1.0))
+    before = retrieval_metrics(rank(q, db, p_off, 13)[1], np.array(["A"]), labels)["map@1000"]
+    after = retrieval_metrics(rank(q, db, p_on, 13)[1], np.array(["A"]), labels)["map@1000"]
+    assert after > before + 0.05, (before, after)
+
+
+def naive_fuse(scores, indices, n_refs, k, weights):
+    q = len(scores[0])
+    fused = np.zeros((q, n_refs))
+    for w, s, i in zip(weights, scores, indices):
+        for r in range(q):
+            row = np.full(n_refs, s[r][i[r] >= 0].min())  # missing -> the list's floor
+            row[i[r][i[r] >= 0]] = s[r][i[r] >= 0]
+            fused[r] += w * row
+    seen = np.zeros((q, n_refs), bool)
+    for i in indices:
+        for r in range(q):
+            seen[r, i[r][i[r] >= 0]] = True
+    out = []
+    for r in range(q):
+        cand = np.flatnonzero(seen[r])
+        out.append(sorted(cand, key=lambda c: (-fused[r, c], c))[:k])
+    return out
+
+
+def test_fuse_matches_naive_dense():
+    rng = np.random.default_rng(3)
+    n_q, n_refs, k_list = 6, 40, 8
+    scores, indices = [], []
+    for _ in range(3):
+        s = rng.normal(size=(n_q, n_refs)).astype(np.float32)
+        i = np.argsort(-s, axis=1)[:, :k_list]
+        scores.append(np.take_along_axis(s, i, 1)); indices.append(i)
+    indices[2][0, -2:] = -1  # a short list
+    weights = [1.0, 0.5, 2.0]
+    _, fused = fuse_rankings(scores, indices, n_refs, 10, weights)
+    for r, expected in enumerate(naive_fuse(scores, indices, n_refs, 10, weights)):
+        got = fused[r][fused[r] >= 0].tolist()
+        assert got == list(expected)
+
+
+def test_fuse_golden_and_padding():
+    # model 1 ranks r0 (0.9), r1 (0.5); model 2 ranks r2 (0.8), r1 (0.7)
+    # shifted by floors 0.5 and 0.7: r0 0.4, r1 0 + 0 = 0, r2 0.1 -> r0, r2, r1
+    s = [np.array([[0.9, 0.5]]), np.array([[0.8, 0.7]])]
+    i = [np.array([[0, 1]]), np.array([[2, 1]])]
+    fs, fi = fuse_rankings(s, i, n_refs=5, k=4)
+    assert fi.tolist() == [[0, 2, 1, -1]]
+    np.testing.assert_allclose(fs[0, :3], [0.4, 0.1, 0.0], atol=1e-6)
+    assert fs[0, 3] == -np.inf
