@@ -9,7 +9,9 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, 
     """Top-``k`` database rows for each query by inner product, best first.
 
     Returns ``(scores, indices)``, both [Q, min(k, N)]; scores float32, indices int64.
-    Ties are broken by the lower database index (faiss' flat index keeps the first).
+    Equal scores inside a returned list are ordered by the lower database index (faiss does
+    not promise an order among ties); which of several tied items at the k-th place makes the
+    list is faiss' choice.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     database = np.ascontiguousarray(database, dtype=np.float32)
@@ -21,4 +23,5 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, 
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(database)
     scores, idx = index.search(queries, k)
-    return scores, idx
+    order = np.lexsort((idx, -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1)

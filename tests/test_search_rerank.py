@@ -98,26 +98,44 @@ def test_dba_with_duplicate_rows_drops_exactly_one_self():
     np.testing.assert_allclose(out[:2], [[1, 0], [1, 0]], atol=1e-6)
 
 
-def test_qe_and_dba_must_help_on_a_hard_query():
-    """A query far from its class's references but close to its class's easy member.
+def map_of(q, db, labels, p):
+    return retrieval_metrics(rank(q, db, p, len(db))[1], np.array(["A"]), labels)["map@1000"]
 
-    Class A: references tightly around (1, 0, 0) plus one 'bridge' at 45 deg towards the
-    query; class B: distractors around (0, 0, 1) spread so that two lie nearer the query than
-    most A references. The query at (0.5, 0.6, 0.62) first ranks B distractors; its top
-    neighbour after DBA pulls it towards A, so AP must rise.
+
+OFF = QEParams(enabled=False)
+
+
+def test_qe_must_help_when_the_top_match_is_easy_and_the_rest_hard():
+    """Query q: sim 0.90 to a0, ~0.50 to the other A references, ~0.69 to three B distractors.
+
+    Before: a0, b, b, b, a, a, a -> AP = (1/1 + 2/5 + 3/6 + 4/7) / 4 = 0.6179.
+    a0 lies near the other A references (sim 0.8), so q' = q + 0.9 * a0 moves towards them:
+    their similarity rises to ~0.66 while the distractors fall to ~0.5, and AP becomes 1.
     """
-    rng = np.random.default_rng(1)
-    a = unit(np.array([1, 0, 0]) + 0.05 * rng.normal(size=(6, 3)))
-    bridge = unit(np.array([[0.8, 0.6, 0.3]]))
-    b = unit(np.array([0.0, 0.2, 1.0]) + 0.3 * rng.normal(size=(6, 3)))
-    db = np.vstack([a, bridge, b]).astype(np.float32)
-    labels = np.array(["A"] * 7 + ["B"] * 6)
-    q = unit(np.array([[0.5, 0.6, 0.62]]))
-    p_off = RerankParams(dba=QEParams(enabled=False), qe=QEParams(enabled=False))
-    p_on = RerankParams(dba=QEParams(k=2, alpha=1.0), qe=QEParams(k=2, alpha=1.0))
-    before = retrieval_metrics(rank(q, db, p_off, 13)[1], np.array(["A"]), labels)["map@1000"]
-    after = retrieval_metrics(rank(q, db, p_on, 13)[1], np.array(["A"]), labels)["map@1000"]
-    assert after > before + 0.05, (before, after)
+    q = unit(np.array([[0.9, 0.236, -0.367]]))
+    a = [[1, 0, 0], [0.8, 0.0, 0.6], [0.8, 0.05, 0.6], [0.8, -0.05, 0.6]]
+    b = [[0.3, 0.5, -0.85], [0.3, 0.55, -0.8], [0.35, 0.5, -0.8]]
+    db, labels = unit(np.array(a + b, float)), np.array(list("AAAABBB"))
+    before = map_of(q, db, labels, RerankParams(dba=OFF, qe=OFF))
+    after = map_of(q, db, labels, RerankParams(dba=OFF, qe=QEParams(k=1, alpha=1.0)))
+    assert before == pytest.approx((1 + 2 / 5 + 3 / 6 + 4 / 7) / 4)
+    assert after == pytest.approx(1.0)
+
+
+def test_dba_must_help_an_outlying_reference_with_a_typical_neighbour():
+    """q = e1. a0 (sim 0.90) is typical; a1 (sim 0.50) is an outlier of class A whose nearest
+    reference is a0 (0.83); the distractor b sits at 0.60 with only weak neighbours (<= 0.32).
+
+    Before: a0, b, a1 -> AP = (1 + 2/3) / 2 = 0.8333. DBA (k=1, alpha=3) gives a1 a weight
+    0.83^3 = 0.57 of a0, lifting it to ~0.67, while b gains only 0.32^3 = 0.03 of a0 (~0.62).
+    """
+    q = unit(np.array([[1.0, 0.0, 0.0]]))
+    db = unit(np.array([[0.9, 0.436, 0.0], [0.5, 0.866, 0.0], [0.6, -0.5, 0.624]]))
+    labels = np.array(list("AAB"))
+    before = map_of(q, db, labels, RerankParams(dba=OFF, qe=OFF))
+    after = map_of(q, db, labels, RerankParams(dba=QEParams(k=1, alpha=3.0), qe=OFF))
+    assert before == pytest.approx((1 + 2 / 3) / 2)
+    assert after == pytest.approx(1.0)
 
 
 def naive_fuse(scores, indices, n_refs, k, weights):

@@ -1,0 +1,192 @@
+"""Retrieval metrics in pure numpy: AP@k, mAP@k, P@1 and a deterministic top-k.
+
+Conventions used throughout:
+
+* A ranking lists reference indices best first; the value ``-1`` marks padding (no entry).
+  A padding slot keeps its rank position and is never relevant, so trailing padding (what a
+  k-NN search returns when the database is smaller than k) simply adds nothing.
+* AP@k = (1 / min(n_relevant, k)) * sum of precision@i over the ranks i <= k that hold a
+  relevant reference, where n_relevant counts the query's relevant references in the whole
+  reference set (not only those retrieved).
+* A query with no relevant reference at all gets AP 0.0 and still counts in the mean.
+* With no queries at all, mAP and P@1 are reported as 0.0 (and ``n_queries`` as 0).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+PAD = -1
+
+
+def average_precision(relevant: np.ndarray, n_relevant: int, k: int = 1000) -> float:
+    """AP@k of one query's ranked list.
+
+    ``relevant`` is a boolean vector over the ranked list, best first; ``n_relevant`` is the
+    number of relevant references in the whole reference set. Ranks beyond ``k`` are ignored
+    and the sum is divided by ``min(n_relevant, k)``. A query with ``n_relevant == 0`` gets 0.0.
+
+    Raises ``ValueError`` if the list holds more relevant items than ``n_relevant``, or if
+    ``k < 1`` or ``n_relevant < 0``.
+    """
+    relevant = np.asarray(relevant, dtype=bool).ravel()
+    _check_k(k)
+    if n_relevant < 0:
+        raise ValueError(f"n_relevant must be >= 0, got {n_relevant}")
+    hits = int(relevant.sum())
+    if hits > n_relevant:
+        raise ValueError(f"ranked list holds {hits} relevant items but n_relevant is {n_relevant}")
+    if n_relevant == 0:
+        return 0.0
+    rel = relevant[:k]
+    precision = np.cumsum(rel) / np.arange(1, rel.size + 1)
+    return float(precision[rel].sum() / min(n_relevant, k))
+
+
+def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``min(k, N)`` highest scores of each row, best first.
+
+    ``scores`` is ``[Q, N]`` (or a 1-D ``[N]`` vector, giving a 1-D result). Ties are broken
+    by the lower column index, including ties at the k-th place, so the result is
+    deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim not in (1, 2):
+        raise ValueError(f"scores must be 1-D or 2-D, got shape {scores.shape}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if scores.dtype.kind in "fc" and np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    if scores.ndim == 1:
+        return topk_indices(scores[None, :], k)[0]
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k == 0:
+        return np.empty((n_rows, 0), dtype=np.int64)
+    chosen = _topk_columns_ascending(scores, k)
+    order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
+    return np.take_along_axis(chosen, order, axis=1)
+
+
+def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
+    """The column indices of each row's top-k set in ascending index order, ``[Q, k]``.
+
+    The set holds every score above the row's k-th largest value plus, among the scores equal
+    to it, the ones with the lowest column indices; this settles ties at the k-th place.
+    """
+    n_cols = scores.shape[1]
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
+    above = scores > kth
+    at = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    take = above | (at & (np.cumsum(at, axis=1) <= room))
+    return np.nonzero(take)[1].reshape(scores.shape[0], k)
+
+
+def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:
+    """Row-wise argsort, highest first, equal values kept in their original column order.
+
+    Sorting the column-reversed rows ascending with a stable sort and reversing the result
+    gives that order without negating the values (safe for unsigned and boolean dtypes).
+    """
+    n_cols = values.shape[1]
+    order = np.argsort(values[:, ::-1], axis=1, kind="stable")[:, ::-1]
+    return n_cols - 1 - order
+
+
+def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> np.ndarray:
+    """Per-query AP@k of a ranking ``[Q, K]`` of reference indices (``-1`` = padding).
+
+    A ranked reference is relevant when its label equals the query's label; a query's
+    ``n_relevant`` is the number of references with its label in the whole reference set.
+    Labels may be strings or integers (one kind for queries and references alike).
+    Raises ``ValueError`` for a shape mismatch, an index out of range, or a reference
+    ranked twice for one query.
+    """
+    relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
+    return _ap_rows(relevant, n_relevant, k)
+
+
+def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
+    """``{"map@<k>", "p@1", "n_queries"}`` of a ranking ``[Q, K]`` of reference indices.
+
+    ``map@<k>`` is the mean of :func:`ranking_ap` over all queries (those with no relevant
+    reference count as 0.0). ``p@1`` is the fraction of queries whose first ranked reference
+    has the query's label; an empty ranking (padding first, or no columns) is a miss.
+    """
+    relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
+    n_queries = relevant.shape[0]
+    if n_queries == 0:
+        return {f"map@{k}": 0.0, "p@1": 0.0, "n_queries": 0}
+    ap = _ap_rows(relevant, n_relevant, k)
+    first_hit = relevant[:, 0] if relevant.shape[1] else np.zeros(n_queries, dtype=bool)
+    return {f"map@{k}": float(ap.mean()), "p@1": float(first_hit.mean()), "n_queries": int(n_queries)}
+
+
+def score_matrix_metrics(scores: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
+    """:func:`retrieval_metrics` of the top-k ranking of a ``[Q, N]`` score matrix (higher = better)."""
+    return retrieval_metrics(topk_indices(scores, k), query_labels, ref_labels, k)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def _check_ranked(ranked: np.ndarray, n_queries: int, n_refs: int, k: int) -> np.ndarray:
+    """``ranked`` cut to its first k columns, as int64 ``[Q, min(K, k)]``, checked against the label counts."""
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2:
+        raise ValueError(f"ranked must be 2-D [queries, ranks], got shape {ranked.shape}")
+    if ranked.size and ranked.dtype.kind not in "iu":
+        raise ValueError(f"ranked must hold integer indices, got dtype {ranked.dtype}")
+    ranked = ranked[:, :k].astype(np.int64, copy=False)
+    if ranked.shape[0] != n_queries:
+        raise ValueError(f"ranked has {ranked.shape[0]} rows for {n_queries} query labels")
+    if ranked.size and (ranked.min() < PAD or ranked.max() >= n_refs):
+        raise ValueError(f"ranked indices must lie in [-1, {n_refs - 1}] for {n_refs} references")
+    _check_no_repeats(ranked)
+    return ranked
+
+
+def _check_no_repeats(ranked: np.ndarray) -> None:
+    """Refuse a reference index that appears twice in one query's ranking (padding aside)."""
+    if ranked.shape[1] < 2:
+        return
+    ordered = np.sort(ranked, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != PAD)
+    if repeated.any():
+        row, col = np.argwhere(repeated)[0]
+        raise ValueError(f"query {row}: reference index {ordered[row, col + 1]} is ranked more than once")
+
+
+def _relevance(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``[Q, min(K, k)]`` relevance of the ranked references, and each query's n_relevant."""
+    _check_k(k)
+    ranked = _check_ranked(ranked, len(query_labels), len(ref_labels), k)
+    query_codes, ref_codes = _label_codes(query_labels, ref_labels)
+    n_codes = len(query_codes) + len(ref_codes)
+    n_relevant = np.bincount(ref_codes, minlength=n_codes)[query_codes]
+    if ref_codes.size == 0:
+        return np.zeros(ranked.shape, dtype=bool), n_relevant
+    present = ranked != PAD
+    ranked_codes = ref_codes[np.where(present, ranked, 0)]
+    return present & (ranked_codes == query_codes[:, None]), n_relevant
+
+
+def _ap_rows(relevant: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """AP@k of each row of a boolean relevance matrix already cut to at most k columns."""
+    precision = np.cumsum(relevant, axis=1) / np.arange(1, relevant.shape[1] + 1)
+    hit_sum = (precision * relevant).sum(axis=1)
+    divisor = np.minimum(n_relevant, k)
+    return np.divide(hit_sum, divisor, out=np.zeros(len(divisor)), where=divisor > 0)
+
+
+def _label_codes(query_labels: Any, ref_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes for query and reference labels, equal codes meaning equal labels."""
+    q = np.asarray(query_labels).ravel()
+    r = np.asarray(ref_labels).ravel()
+    _, codes = np.unique(np.concatenate([q, r]), return_inverse=True)
+    codes = codes.ravel().astype(np.int64)
+    return codes[: len(q)], codes[len(q):]
