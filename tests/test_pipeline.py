@@ -1,0 +1,127 @@
+"""Every stage's ``main`` on tiny generated data, chained as dvc.yaml chains them, then scored.
+
+A second test runs real ``dvc repro`` in a scratch copy of the repository and checks the
+caching contract: a second repro does nothing, and a ``rerank`` param reruns only rerank and
+ensemble.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from retrieval.features import load_features
+from retrieval.submission import read_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "seed": 7,
+    "data": {"root": "data"},
+    "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
+             "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
+    "cv": {"folds": [0, 1]},
+    "model": {"pretrained": "none", "embedding_dim": 16},
+    "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
+              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
+    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True},
+    "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
+    "ensemble": {"k": 1000},
+}
+
+
+def run_stage(module: str, *args: str) -> None:
+    mod = __import__(f"stages.{module}", fromlist=["main"])
+    assert mod.main(list(args)) == 0, module
+
+
+def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump(TINY))
+    run_stage("demo", "--out", "data")
+    run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
+    folds = pd.read_csv("split/folds.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1] and len(folds) == 24
+    for f in (0, 1):
+        run_stage("train", "--fold", str(f), "--folds", "split/folds.csv", "--model", f"train/fold{f}/model.pt",
+                  "--history", f"train/fold{f}/history.csv", "--metrics", f"train/fold{f}/metrics.json")
+        hist = pd.read_csv(f"train/fold{f}/history.csv")
+        assert hist["epoch"].tolist() == [0, 1] and hist["val_map@1000"].between(0, 1).all()
+        run_stage("extract", "--fold", str(f), "--model", f"train/fold{f}/model.pt", "--folds", "split/folds.csv",
+                  "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
+                  "--valid", f"extract/fold{f}/valid.npz", "--metrics", f"extract/fold{f}/metrics.json")
+        valid = load_features(f"extract/fold{f}/valid.npz")
+        assert set(valid.roles) == {"query", "reference"}
+        assert set(valid.ids) == set(folds.loc[folds["fold"] == f, "id"].astype(str))
+        run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
+                  "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
+                  "--metrics", f"rerank/fold{f}/metrics.json")
+        m = json.loads(Path(f"rerank/fold{f}/metrics.json").read_text())
+        assert set(m["valid"]) == {"none", "dba", "qe", "final"}
+    run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
+              "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
+              "--metrics", "ensemble/metrics.json")
+    sub = read_submission("submission/submission.csv")
+    queries = pd.read_csv("data/truth/query.csv", dtype=str)
+    refs = pd.read_csv("data/truth/reference.csv", dtype=str)
+    assert list(sub) == sorted(queries["id"])  # every query, in file-name order
+    assert all(len(v) == len(set(v)) == len(refs) for v in sub.values())  # all 6 refs, unique
+    cv = json.loads(Path("ensemble/metrics.json").read_text())["cv"]
+    assert 0 < cv["map@1000"] <= 1
+    capsys.readouterr()
+    from stages import score
+    assert score.main(["--submission", "submission/submission.csv", "--truth", "data/truth"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["n_queries"] == 6 and 0 < scored["map@1000"] <= 1
+
+
+def test_stage_refuses_bad_params_before_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({**TINY, "train": {"epochz": 1}}))
+    from stages import split
+    assert split.main(["--out", "f.csv", "--metrics", "m.json"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochz: is not a known key" in err and "Traceback" not in err
+    assert not Path("f.csv").exists()
+
+
+def merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_dvc_repro_caches_and_reruns_only_what_changed(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", "retrieval", "stages"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    # DVC wants every declared param present: the repository's params with the tiny overrides
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = merged(base, {**TINY, "data": {"root": "outputs/demo"}})
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    first = dvc(repo, "repro")
+    assert "Running stage 'ensemble'" in first
+    assert (repo / "outputs/submission/submission.csv").is_file()
+    assert "Running stage" not in dvc(repo, "repro")  # nothing changed: nothing runs
+    tiny["rerank"]["qe"]["alpha"] = 1.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
+    again = dvc(repo, "repro")
+    ran = sorted(line.split("'")[1] for line in again.splitlines() if line.startswith("Running stage"))
+    assert ran == ["ensemble", "rerank@0", "rerank@1"]
