@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -152,6 +153,7 @@ def seed_worker(worker_id: int) -> None:
     albumentations keeps its own generator, which forked workers would otherwise replay
     identically, so it is reseeded here too.
     """
+    cv2.setNumThreads(0)  # OpenCV's own thread pool would fight the model for the cores
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2**32
     np.random.seed(seed)
