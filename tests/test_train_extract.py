@@ -1,0 +1,69 @@
+"""Training schedule, extraction (flip TTA), feature files and atomic writes."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retrieval.config import ModelParams
+from retrieval.embed import embed_images
+from retrieval.features import Features, load_features, save_features
+from retrieval.io import InputError, atomic_path
+from retrieval.model import build_model
+from retrieval.train import lr_factor
+
+
+def test_lr_factor_golden():
+    # 10 steps, 2 of warm-up: 0.5, 1.0, then cosine from 1 down to the floor
+    assert lr_factor(0, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(1, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(2, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(6, 10, 2, floor=0.0) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_factor(10, 10, 2, floor=0.01) == pytest.approx(0.01)
+    assert lr_factor(0, 10, 0) == pytest.approx(1.0)  # no warm-up
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
+    return m.eval(), meta
+
+
+def test_flip_tta_makes_embeddings_mirror_invariant(model, tmp_path):
+    m, meta = model
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(img[:, ::-1]).save(tmp_path / "b.png")
+    plain, _ = embed_images(m, meta, tmp_path, ["a.png", "b.png"], 40, flip_tta=False, amp="off")
+    tta, _ = embed_images(m, meta, tmp_path, ["a.png", "b.png"], 40, flip_tta=True, amp="off")
+    assert not np.allclose(plain[0], plain[1], atol=1e-3)  # the model itself is not mirror-invariant
+    np.testing.assert_allclose(tta[0], tta[1], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(tta, axis=1), 1.0, atol=1e-5)
+    assert tta.dtype == np.float32
+
+
+def test_feature_file_round_trip_and_id_check(tmp_path):
+    f = Features(["b", "a"], np.eye(2), labels=["x", "y"], roles=["query", "reference"], meta={"fold": 1})
+    save_features(tmp_path / "f.npz", f)
+    g = load_features(tmp_path / "f.npz", expect_ids=["b", "a"])
+    assert g.ids.tolist() == ["b", "a"] and g.meta == {"fold": 1} and g.labels.tolist() == ["x", "y"]
+    np.testing.assert_array_equal(g.embeddings, np.eye(2, dtype=np.float32))
+    with pytest.raises(InputError, match="do not line up"):
+        load_features(tmp_path / "f.npz", expect_ids=["a", "b"])
+    with pytest.raises(ValueError, match="not unique"):
+        Features(["a", "a"], np.eye(2))
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
