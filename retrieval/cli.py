@@ -14,7 +14,8 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(fn)
     def main(argv=None) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+        if not logging.getLogger().handlers:  # leave a caller's logging (a notebook, pytest) alone
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             return fn(argv) or 0
         except InputError as err:

@@ -84,6 +84,8 @@ class ExtractParams(Section):
     batch_size: int = Field(64, ge=1)
     flip_tta: bool = True
     num_workers: int = Field(1, ge=0)
+    # an undecodable test query: error (default), or empty: rank nothing for it and report it
+    bad_query: Literal["error", "empty"] = "error"
 
 
 class QEParams(Section):

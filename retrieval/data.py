@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import albumentations as A
 import cv2
+import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -40,16 +42,23 @@ def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, skipped
 
 
-def _check_unique_ids(ids: Sequence[str], paths: Sequence[Path], where: str) -> None:
+def _check_unique_ids(ids: Sequence[str], paths: Sequence[Path], where: str, in_submission: bool = False) -> None:
     seen: dict[str, Path] = {}
     for i, p in zip(ids, paths):
+        if in_submission and (any(ch.isspace() for ch in i) or "," in i or '"' in i):
+            raise InputError(f"{p}: the id {i!r} holds a space, comma or quote, which a submission "
+                             "(query_id,reference_ids separated by spaces) cannot hold; rename the file")
         if i in seen:
             raise InputError(f"{where}: two files share the id '{i}': {seen[i].name} and {p.name}")
         seen[i] = p
 
 
 def scan_train(root: str | Path) -> pd.DataFrame:
-    """One row per training image: ``image`` (path relative to root), ``id``, ``label``."""
+    """One row per training image: ``image`` (path relative to root), ``id``, ``label``.
+
+    A training id is ``<class>/<stem>``: class folders may reuse file names (``1.jpg`` in each),
+    but one folder may not hold two files of one stem (``a.jpg`` and ``a.png``).
+    """
     root = Path(root)
     train = root / "train"
     if not train.is_dir():
@@ -60,16 +69,15 @@ def scan_train(root: str | Path) -> pd.DataFrame:
         skipped += skip
         if not images:
             log.warning("%s: empty class folder, skipped", cls)
+        _check_unique_ids([p.stem for p in images], images, str(cls))
         for p in images:
-            rows.append((p.relative_to(root).as_posix(), p.stem, cls.name))
+            rows.append((p.relative_to(root).as_posix(), f"{cls.name}/{p.stem}", cls.name))
     if skipped:
         log.warning("%d files without an image extension skipped under %s, e.g. %s",
                     len(skipped), train, skipped[0])
     if not rows:
         raise InputError(f"{train}: no images found")
-    df = pd.DataFrame(rows, columns=["image", "id", "label"])
-    _check_unique_ids(list(df["id"]), [root / p for p in df["image"]], str(train))
-    return df
+    return pd.DataFrame(rows, columns=["image", "id", "label"])
 
 
 def scan_test(root: str | Path, which: str) -> pd.DataFrame:
@@ -86,22 +94,92 @@ def scan_test(root: str | Path, which: str) -> pd.DataFrame:
     if not images:
         raise InputError(f"{folder}: no images found")
     ids = [p.stem for p in images]
-    _check_unique_ids(ids, images, str(folder))
+    _check_unique_ids(ids, images, str(folder), in_submission=True)
     return pd.DataFrame({"image": [p.relative_to(root).as_posix() for p in images], "id": ids})
 
 
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB: alpha composited on white, 16-bit scaled to 8 bits."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 257.0 if arr.max(initial=0) > 255 else 1.0
+        im = Image.fromarray(np.clip(arr / scale, 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        hi = arr.max(initial=1.0) or 1.0
+        im = Image.fromarray(np.clip(arr / hi * 255, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image as an RGB uint8 array, honouring EXIF orientation."""
+    """Decode an image as an RGB uint8 array, honouring EXIF orientation.
+
+    Animated images give their first frame. Anything Pillow cannot decode, and images beyond
+    Pillow's decompression-bomb limit, raise :class:`InputError` naming the file.
+    """
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"{path}: cannot decode image ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.seek(0)
+                im = ImageOps.exif_transpose(im)
+                return np.asarray(_to_rgb(im))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InputError(f"{path}: refused, beyond Pillow's decompression-bomb limit "
+                         f"of {Image.MAX_IMAGE_PIXELS} pixels ({err})") from None
+    except Exception as err:  # noqa: BLE001 - every decoder failure becomes one clear line
+        raise InputError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
+
+
+def _decode_error(path: Path) -> str | None:
+    try:
+        load_image(path)
+        return None
+    except InputError as err:
+        return str(err)
+
+
+def check_images(root: str | Path, images: Sequence[str], n_jobs: int = -1) -> dict[str, str]:
+    """Fully decode every image (in parallel); return {image: reason} for those that fail."""
+    root = Path(root)
+    errors = joblib.Parallel(n_jobs=n_jobs, batch_size=64)(
+        joblib.delayed(_decode_error)(root / i) for i in images) if len(images) > 64 else \
+        [_decode_error(root / i) for i in images]
+    return {img: err for img, err in zip(images, errors) if err is not None}
+
+
+def drop_undecodable(table: pd.DataFrame, root: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows of ``table`` whose ``image`` decodes, and {image: reason} for those skipped (logged)."""
+    bad = check_images(root, table["image"].tolist())
+    for img, reason in bad.items():
+        log.warning("skipped undecodable training image: %s", reason)
+    if bad:
+        log.warning("%d of %d training images skipped as undecodable", len(bad), len(table))
+    return table[~table["image"].isin(list(bad))].reset_index(drop=True), bad
+
+
+def check_test_images(root: str | Path, query: pd.DataFrame, reference: pd.DataFrame,
+                      bad_query: str = "error") -> list[str]:
+    """Decode every test image. An undecodable reference is an error (a submission may only name
+    references that exist and were ranked); an undecodable query is an error too, unless
+    ``bad_query == "empty"``: then its id is returned, for an empty ranking, and logged.
+    """
+    bad_refs = check_images(root, reference["image"].tolist())
+    if bad_refs:
+        first = next(iter(bad_refs.values()))
+        raise InputError(f"{len(bad_refs)} undecodable reference image(s); first: {first}")
+    bad_q = check_images(root, query["image"].tolist())
+    if bad_q and bad_query != "empty":
+        first = next(iter(bad_q.values()))
+        raise InputError(f"{len(bad_q)} undecodable query image(s); first: {first} "
+                         "(set extract.bad_query: empty to give them an empty ranking instead)")
+    for reason in bad_q.values():
+        log.warning("query given an empty ranking: %s", reason)
+    return query.loc[query["image"].isin(list(bad_q)), "id"].tolist()
 
 
 # -- transforms ---------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         n = sum(f[variant]["n_queries"] for f in folds)
         cv[variant] = {key: sum(f[variant][key] * f[variant]["n_queries"] for f in folds) / n
                        for key in ("map@1000", "p@1")}
-    write_json(args.metrics, {"cv": cv["final"], "cv_ablation": cv, "folds": len(runs),
+    empty = sum(1 for v in rankings.values() if not v)
+    write_json(args.metrics, {"cv": cv["final"], "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
                               "test_queries": len(qids), "test_references": len(rids)})
     print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
           f"CV mAP@1000 {cv['final']['map@1000']:.4f}, P@1 {cv['final']['p@1']:.4f}")

@@ -8,6 +8,8 @@ Params  rerank
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
 from retrieval.cli import stage
 from retrieval.config import load_params
 from retrieval.ensemble import save_ranking
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
     ablation = validation_ablation(valid, rp)
     scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
+    empty = np.isin(query.ids, query.meta.get("empty_queries", []))
+    scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
     save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
     write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
     print("rerank fold {}: ".format(query.meta.get("fold")) +

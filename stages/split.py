@@ -2,6 +2,7 @@
 
 Reads   ``<data.root>/train/<class>/<image>``
 Writes  ``--out`` (``outputs/split/folds.csv``: image,id,label,fold,role) and ``--metrics``
+        (counts; undecodable training images are skipped, counted there and logged by path)
 Params  seed, data.root, cv.folds, split.query_fraction
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 
 from retrieval.cli import stage
 from retrieval.config import load_params
-from retrieval.data import scan_train
+from retrieval.data import drop_undecodable, scan_train
 from retrieval.folds import fold_summary, make_folds
 from retrieval.io import atomic_path, write_json
 
@@ -24,12 +25,13 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    train = scan_train(p.data.root)
+    train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
     folds = make_folds(train, p.cv.n_folds, p.split.query_fraction, p.seed)
     with atomic_path(args.out) as tmp:
         folds.to_csv(tmp, index=False)
     summary = fold_summary(folds)
-    write_json(args.metrics, {"images": len(folds), "classes": int(folds["label"].nunique()), **summary})
+    write_json(args.metrics, {"images": len(folds), "classes": int(folds["label"].nunique()),
+                              "skipped_images": len(skipped), **summary})
     logging.getLogger("split").info("%d images of %d classes in %d folds -> %s", len(folds),
                                     folds["label"].nunique(), p.cv.n_folds, args.out)
     return 0

@@ -1,0 +1,270 @@
+"""Bad input: each case gives a clear message naming the file, or a counted, logged skip."""
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from retrieval.data import check_images, drop_undecodable, load_image, scan_test, scan_train
+from retrieval.io import InputError
+
+
+def jpeg_bytes(color=(200, 30, 30), size=(16, 12)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def make_layout(root: Path, classes=("a", "b", "c", "d"), per_class=4) -> None:
+    for c in classes:
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(per_class):
+            (root / "train" / c / f"{c}{i}.jpg").write_bytes(jpeg_bytes((40 * i, 60, 100)))
+    for which, prefix in (("query", "q"), ("reference", "r")):
+        (root / "test" / which).mkdir(parents=True)
+        for i in range(3):
+            (root / "test" / which / f"{prefix}{i}.jpg").write_bytes(jpeg_bytes((90, 30 * i, 10)))
+
+
+# -- undecodable files ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("truncated.jpg", jpeg_bytes(size=(64, 64))[:200], "cannot decode"),
+    ("empty.jpg", b"", "cannot decode"),
+    ("text.jpg", b"this is not an image\n", "cannot decode"),
+])
+def test_undecodable_file_is_a_clear_error(tmp_path, name, content, needle):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=needle) as err:
+        load_image(tmp_path / name)
+    assert name in str(err.value)
+
+
+def test_hidden_and_non_image_files_are_skipped(tmp_path, caplog):
+    make_layout(tmp_path)
+    (tmp_path / "train" / "a" / ".DS_Store").write_bytes(b"\0\1")
+    (tmp_path / "train" / "a" / "Thumbs.db").write_bytes(b"\0\1")
+    (tmp_path / "train" / "a" / "notes.txt").write_text("hello")
+    (tmp_path / "test" / "query" / "README").write_text("no extension")
+    with caplog.at_level(logging.WARNING):
+        train = scan_train(tmp_path)
+        query = scan_test(tmp_path, "query")
+    assert len(train) == 16 and len(query) == 3
+    assert "notes.txt" in caplog.text and "README" in caplog.text
+
+
+# -- decodable but unusual images ----------------------------------------------------------
+
+def test_png_alpha_is_composited_on_white(tmp_path):
+    im = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
+    im.putpixel((0, 0), (255, 0, 0, 255))
+    im.save(tmp_path / "a.png")
+    arr = load_image(tmp_path / "a.png")
+    assert arr.shape == (4, 4, 3) and arr.dtype == np.uint8
+    assert tuple(arr[0, 0]) == (255, 0, 0) and tuple(arr[1, 1]) == (255, 255, 255)
+
+
+def test_palette_grayscale_and_cmyk(tmp_path):
+    Image.new("RGB", (5, 5), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    Image.new("L", (5, 5), 77).save(tmp_path / "g.jpg")
+    Image.new("CMYK", (5, 5), (0, 255, 255, 0)).save(tmp_path / "c.jpg")  # red in CMYK
+    assert tuple(load_image(tmp_path / "p.png")[2, 2]) == (10, 200, 30)
+    assert tuple(load_image(tmp_path / "g.jpg")[2, 2]) == (77, 77, 77)
+    r, g, b = load_image(tmp_path / "c.jpg")[2, 2].astype(int)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    arr = np.array([[0, 32896, 65535]], dtype=np.uint16)  # 32896 / 257 = 128
+    Image.fromarray(arr).save(tmp_path / "deep.png")
+    out = load_image(tmp_path / "deep.png")
+    assert out[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r, g, b = load_image(tmp_path / "anim.gif")[3, 3].astype(int)
+    assert r > 200 and b < 60
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    im = Image.new("RGB", (20, 10), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 10, 10))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "rot.jpg")
+    assert out.shape == (20, 10, 3)  # width and height swapped
+    assert out[:8].mean() > 200 and out[12:].mean() < 50  # the white half is now on top
+
+
+def test_one_pixel_image_goes_through_the_transforms(tmp_path):
+    from retrieval.data import eval_transform, train_transform
+    Image.new("RGB", (1, 1), (5, 6, 7)).save(tmp_path / "dot.png")
+    img = load_image(tmp_path / "dot.png")
+    assert eval_transform(32, [0.5] * 3, [0.5] * 3)(image=img)["image"].shape == (3, 32, 32)
+    assert train_transform(32, [0.5] * 3, [0.5] * 3, seed=0)(image=img)["image"].shape == (3, 32, 32)
+
+
+def test_decompression_bomb_is_refused_by_name(tmp_path, monkeypatch):
+    Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 100 x 100 = 10,000 > 2 x 1,000
+    with pytest.raises(InputError, match="bomb.png: refused, beyond Pillow's decompression-bomb limit"):
+        load_image(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8000)  # between 1x and 2x: Pillow only warns
+    with pytest.raises(InputError, match="decompression-bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+# -- names and ids ---------------------------------------------------------------------------
+
+def test_non_ascii_spaces_and_quotes_in_training_names(tmp_path):
+    from retrieval.folds import make_folds
+    for c in ("신라면 컵", "l'œuf \"bio\"", "plain"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "train" / c / f"사진 {i}'.jpg").write_bytes(jpeg_bytes())
+    train = scan_train(tmp_path)
+    folds = make_folds(drop_undecodable(train, tmp_path)[0], 3, 0.45, seed=0)
+    folds.to_csv(tmp_path / "folds.csv", index=False)
+    back = pd.read_csv(tmp_path / "folds.csv", dtype=str)
+    assert set(back["label"]) == {"신라면 컵", "l'œuf \"bio\"", "plain"}
+    assert all((tmp_path / p).is_file() for p in back["image"])
+
+
+@pytest.mark.parametrize("name", ["a b.jpg", "a,b.jpg", 'a"b.jpg'])
+def test_test_id_a_submission_cannot_hold_is_refused(tmp_path, name):
+    make_layout(tmp_path)
+    (tmp_path / "test" / "query" / name).write_bytes(jpeg_bytes())
+    with pytest.raises(InputError, match="rename the file"):
+        scan_test(tmp_path, "query")
+
+
+def test_non_ascii_test_ids_are_fine(tmp_path):
+    make_layout(tmp_path)
+    (tmp_path / "test" / "query" / "질의1.jpg").write_bytes(jpeg_bytes())
+    assert "질의1" in scan_test(tmp_path, "query")["id"].tolist()
+
+
+def test_two_files_with_one_id(tmp_path):
+    make_layout(tmp_path)
+    (tmp_path / "test" / "reference" / "r0.png").write_bytes(b"")
+    with pytest.raises(InputError, match="share the id 'r0': r0.jpg and r0.png"):
+        scan_test(tmp_path, "reference")
+    (tmp_path / "train" / "b" / "a0.jpg").write_bytes(jpeg_bytes())  # a file name of class a: fine
+    assert {"a/a0", "b/a0"} <= set(scan_train(tmp_path)["id"])
+    (tmp_path / "train" / "b" / "a0.png").write_bytes(jpeg_bytes())  # two a0 files in one class
+    with pytest.raises(InputError, match="share the id 'a0': a0.jpg and a0.png"):
+        scan_train(tmp_path)
+
+
+def test_query_id_equal_to_a_reference_id_is_allowed(tmp_path):
+    from retrieval.submission import read_submission, write_submission
+    write_submission(tmp_path / "s.csv", {"x1": ["x1", "r2"]}, ["x1"], ["x1", "r2"])
+    assert read_submission(tmp_path / "s.csv") == {"x1": ["x1", "r2"]}
+
+
+# -- folders ---------------------------------------------------------------------------------
+
+def test_empty_class_folder_is_skipped_and_logged(tmp_path, caplog):
+    make_layout(tmp_path)
+    (tmp_path / "train" / "empty").mkdir()
+    with caplog.at_level(logging.WARNING):
+        train = scan_train(tmp_path)
+    assert "empty" not in set(train["label"]) and "empty class folder" in caplog.text
+
+
+@pytest.mark.parametrize("missing,needle", [("test/query", "no test/query/ folder"),
+                                            ("test/reference", "no test/reference/ folder")])
+def test_missing_test_folder(tmp_path, missing, needle):
+    import shutil
+    make_layout(tmp_path)
+    shutil.rmtree(tmp_path / missing)
+    with pytest.raises(InputError, match=needle):
+        scan_test(tmp_path, missing.split("/")[1])
+
+
+def test_empty_input_directory(tmp_path):
+    with pytest.raises(InputError, match="no train/ folder"):
+        scan_train(tmp_path)
+    (tmp_path / "train").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        scan_train(tmp_path)
+
+
+# -- the policy in the stages -------------------------------------------------------------------
+
+def test_split_skips_undecodable_training_images_and_counts_them(tmp_path, monkeypatch, caplog):
+    make_layout(tmp_path / "data")
+    (tmp_path / "data" / "train" / "b" / "broken.jpg").write_bytes(jpeg_bytes()[:100])
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}, "cv": {"folds": [0, 1]}}))
+    from stages import split
+    with caplog.at_level(logging.WARNING):
+        assert split.main(["--out", "folds.csv", "--metrics", "m.json"]) == 0
+    assert json.loads(Path("m.json").read_text())["skipped_images"] == 1
+    assert "b/broken" not in set(pd.read_csv("folds.csv")["id"])
+    assert "train/b/broken.jpg" in caplog.text and len(pd.read_csv("folds.csv")) == 16
+
+
+def test_check_images_in_parallel_matches_serial(tmp_path):
+    make_layout(tmp_path, classes=[f"c{i}" for i in range(20)], per_class=4)  # 80 images: parallel path
+    (tmp_path / "train" / "c3" / "c30.jpg").write_bytes(b"junk")
+    images = scan_train(tmp_path)["image"].tolist()
+    bad = check_images(tmp_path, images)
+    assert list(bad) == ["train/c3/c30.jpg"]
+    assert check_images(tmp_path, images[:10]) == {}
+
+
+def tiny_extract_setup(tmp_path: Path, bad_query: str):
+    """A layout with one corrupt query, an untrained tiny checkpoint and a folds table."""
+    import torch
+    from retrieval.config import ModelParams
+    from retrieval.folds import make_folds
+    from retrieval.model import build_model, save_checkpoint
+
+    make_layout(tmp_path / "data")
+    (tmp_path / "data" / "test" / "query" / "q1.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    torch.manual_seed(0)
+    model, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
+    save_checkpoint(tmp_path / "model.pt", model, meta)
+    make_folds(scan_train(tmp_path / "data"), 2, 0.45, 0).to_csv(tmp_path / "folds.csv", index=False)
+    params = {"data": {"root": "data"}, "cv": {"folds": [0, 1]},
+              "extract": {"image_size": 32, "num_workers": 0, "bad_query": bad_query}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return ["--fold", "0", "--model", "model.pt", "--folds", "folds.csv", "--query", "q.npz",
+            "--reference", "r.npz", "--valid", "v.npz", "--metrics", "m.json"]
+
+
+def test_undecodable_query_is_an_error_by_default(tmp_path, monkeypatch, capsys):
+    args = tiny_extract_setup(tmp_path, "error")
+    monkeypatch.chdir(tmp_path)
+    from stages import extract
+    assert extract.main(args) == 2
+    err = capsys.readouterr().err
+    assert "q1.jpg" in err and "bad_query: empty" in err and "Traceback" not in err
+    assert not Path("q.npz").exists()
+
+
+def test_undecodable_query_can_get_an_empty_ranking(tmp_path, monkeypatch):
+    args = tiny_extract_setup(tmp_path, "empty")
+    monkeypatch.chdir(tmp_path)
+    from stages import ensemble, extract, rerank
+    from retrieval.submission import read_submission
+    assert extract.main(args) == 0
+    assert json.loads(Path("m.json").read_text())["empty_queries"] == 1
+    assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz",
+                        "--ranking", "rk0.npz", "--metrics", "rm0.json"]) == 0
+    Path("rk1.npz").write_bytes(Path("rk0.npz").read_bytes())
+    Path("rm1.json").write_text(Path("rm0.json").read_text())
+    assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
+                          "--submission", "sub.csv", "--metrics", "em.json"]) == 0
+    sub = read_submission("sub.csv")
+    assert sub["q1"] == [] and sorted(sub["q0"]) == ["r0", "r1", "r2"]
+    assert json.loads(Path("em.json").read_text())["empty_rankings"] == 1
