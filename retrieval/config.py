@@ -89,15 +89,44 @@ class ExtractParams(Section):
 
 
 class QEParams(Section):
-    enabled: bool = True
     k: int = Field(2, ge=1)
     alpha: float = Field(3.0, ge=0.0)
 
 
+class KReciprocalParams(Section):
+    k1: int = Field(20, ge=1)
+    k2: int = Field(6, ge=1)
+    lambda_value: float = Field(0.3, ge=0.0, le=1.0)
+
+
+class DiffusionParams(Section):
+    k: int = Field(50, ge=1)  # neighbours per reference in the graph
+    alpha: float = Field(0.99, gt=0.0, lt=1.0)
+    gamma: float = Field(3.0, gt=0.0)
+    query_k: int = Field(10, ge=1)  # references a query starts the diffusion from
+
+
+EMBEDDING_STEPS = ("dba", "qe")  # change vectors; any number, in order
+RANKING_STEPS = ("kreciprocal", "diffusion")  # produce the final ranking; at most one, last
+
+
 class RerankParams(Section):
     k: int = Field(1000, ge=1)  # ranked references kept per query
+    steps: list[Literal["dba", "qe", "kreciprocal", "diffusion"]] = ["dba", "qe"]
     dba: QEParams = QEParams()
     qe: QEParams = QEParams()
+    kreciprocal: KReciprocalParams = KReciprocalParams()
+    diffusion: DiffusionParams = DiffusionParams()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_in_order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a step may appear once")
+        ranking = [i for i, s in enumerate(v) if s in RANKING_STEPS]
+        if len(ranking) > 1 or (ranking and ranking[0] != len(v) - 1):
+            raise ValueError("kreciprocal or diffusion must be the last step, and only one of them")
+        return v
 
 
 class EnsembleParams(Section):

@@ -6,6 +6,8 @@ over the top ``k``), then re-normalise.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from retrieval.config import RerankParams
@@ -43,40 +45,44 @@ def dba(database: np.ndarray, k: int, alpha: float) -> np.ndarray:
     return expand(database, database, scores, idx, alpha)
 
 
-def apply(queries: np.ndarray, database: np.ndarray, p: RerankParams,
-          steps: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """DBA on the database, then alpha-QE of the queries against it, as ``p`` enables."""
-    steps = tuple(s for s in ("dba", "qe") if getattr(p, s).enabled) if steps is None else steps
-    if "dba" in steps:
-        database = dba(database, p.dba.k, p.dba.alpha)
-    if "qe" in steps:
-        queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha)
-    return queries, database
-
-
 def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
-         steps: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, indices) after the re-ranking ``steps``."""
-    q, d = apply(queries, database, p, steps)
-    return knn(q, d, k)
+         steps: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, indices) of ``database`` for each query after the re-ranking ``steps``.
+
+    Steps run in order (default: ``p.steps``): ``dba`` re-writes the database vectors, ``qe``
+    the query vectors; ``kreciprocal`` or ``diffusion``, if present, is last and makes the final
+    ranking from the vectors as they then are. With no ranking step it is exact cosine search.
+    """
+    steps = p.steps if steps is None else list(steps)
+    for step in steps:
+        if step == "dba":
+            database = dba(database, p.dba.k, p.dba.alpha)
+        elif step == "qe":
+            queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha)
+        elif step == "kreciprocal":
+            from retrieval.kreciprocal import k_reciprocal
+            c = p.kreciprocal
+            return k_reciprocal(queries, database, c.k1, c.k2, c.lambda_value, top_k=k)
+        elif step == "diffusion":
+            from retrieval.diffusion import diffusion
+            c = p.diffusion
+            return diffusion(queries, database, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
+        else:
+            raise ValueError(f"unknown re-ranking step {step!r}")
+    return knn(queries, database, k)
 
 
 def validation_ablation(valid, p: RerankParams, k: int = 1000) -> dict:
-    """Validation metrics with no re-ranking, each enabled step alone, and all enabled steps.
+    """Validation metrics with no re-ranking, each configured step alone, and all of them.
 
     ``valid`` is a :class:`retrieval.features.Features` with labels and roles. The entry
-    ``final`` is what the params choose; it is the one the pipeline's score uses.
+    ``final`` is the configured chain, the one the pipeline's score uses.
     """
     from retrieval.metrics import retrieval_metrics
 
     q = valid.roles == "query"
     qe, db, ql, dl = valid.embeddings[q], valid.embeddings[~q], valid.labels[q], valid.labels[~q]
-    enabled = tuple(s for s in ("dba", "qe") if getattr(p, s).enabled)
-    variants = {"none": ()}
-    variants.update({s: (s,) for s in enabled})
-    variants["final"] = enabled
-    out = {}
-    for name, steps in variants.items():
-        _, idx = rank(qe, db, p, k, steps)
-        out[name] = retrieval_metrics(idx, ql, dl, k)
-    return out
+    variants = {"none": []}
+    variants.update({s: [s] for s in p.steps})
+    variants["final"] = list(p.steps)
+    return {name: retrieval_metrics(rank(qe, db, p, k, steps)[1], ql, dl, k) for name, steps in variants.items()}

@@ -30,6 +30,10 @@ def test_repository_params_are_valid_and_complete():
     ({"cv": {"folds": [0, 2]}}, "cv.folds"),
     ({"model": {"head": "softmax"}}, "model.head"),
     ({"rerank": {"qe": {"alpha": -1}}}, "rerank.qe.alpha"),
+    ({"rerank": {"steps": ["qe", "qe"]}}, "rerank.steps: Value error, a step may appear once"),
+    ({"rerank": {"steps": ["diffusion", "qe"]}}, "rerank.steps: Value error, kreciprocal or diffusion must be the last"),
+    ({"rerank": {"steps": ["kreciprocal", "diffusion"]}}, "rerank.steps"),
+    ({"rerank": {"steps": ["whitening"]}}, "rerank.steps.0"),
 ])
 def test_bad_params_name_the_key(raw, needle):
     with pytest.raises(InputError, match=needle.replace(".", r"\.")):

@@ -79,6 +79,15 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     scored = json.loads(capsys.readouterr().out)
     assert scored["n_queries"] == 6 and 0 < scored["map@1000"] <= 1
 
+    # the search command, on the test queries, reproduces the submission's rankings
+    from stages import search
+    assert search.main(["data/test/query", "--top", "6", "--json", "--models", "train/fold{fold}/model.pt",
+                        "--references", "extract/fold{fold}/reference.npz"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found) == 6
+    for path, hits in found.items():
+        assert [h["id"] for h in hits] == sub[Path(path).stem], path
+
 
 def test_stage_refuses_bad_params_before_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -98,11 +98,8 @@ def test_dba_with_duplicate_rows_drops_exactly_one_self():
     np.testing.assert_allclose(out[:2], [[1, 0], [1, 0]], atol=1e-6)
 
 
-def map_of(q, db, labels, p):
-    return retrieval_metrics(rank(q, db, p, len(db))[1], np.array(["A"]), labels)["map@1000"]
-
-
-OFF = QEParams(enabled=False)
+def map_of(q, db, labels, p, steps):
+    return retrieval_metrics(rank(q, db, p, len(db), steps)[1], np.array(["A"]), labels)["map@1000"]
 
 
 def test_qe_must_help_when_the_top_match_is_easy_and_the_rest_hard():
@@ -116,8 +113,8 @@ def test_qe_must_help_when_the_top_match_is_easy_and_the_rest_hard():
     a = [[1, 0, 0], [0.8, 0.0, 0.6], [0.8, 0.05, 0.6], [0.8, -0.05, 0.6]]
     b = [[0.3, 0.5, -0.85], [0.3, 0.55, -0.8], [0.35, 0.5, -0.8]]
     db, labels = unit(np.array(a + b, float)), np.array(list("AAAABBB"))
-    before = map_of(q, db, labels, RerankParams(dba=OFF, qe=OFF))
-    after = map_of(q, db, labels, RerankParams(dba=OFF, qe=QEParams(k=1, alpha=1.0)))
+    p = RerankParams(qe=QEParams(k=1, alpha=1.0))
+    before, after = map_of(q, db, labels, p, []), map_of(q, db, labels, p, ["qe"])
     assert before == pytest.approx((1 + 2 / 5 + 3 / 6 + 4 / 7) / 4)
     assert after == pytest.approx(1.0)
 
@@ -132,10 +129,23 @@ def test_dba_must_help_an_outlying_reference_with_a_typical_neighbour():
     q = unit(np.array([[1.0, 0.0, 0.0]]))
     db = unit(np.array([[0.9, 0.436, 0.0], [0.5, 0.866, 0.0], [0.6, -0.5, 0.624]]))
     labels = np.array(list("AAB"))
-    before = map_of(q, db, labels, RerankParams(dba=OFF, qe=OFF))
-    after = map_of(q, db, labels, RerankParams(dba=QEParams(k=1, alpha=3.0), qe=OFF))
+    p = RerankParams(dba=QEParams(k=1, alpha=3.0))
+    before, after = map_of(q, db, labels, p, []), map_of(q, db, labels, p, ["dba"])
     assert before == pytest.approx((1 + 2 / 3) / 2)
     assert after == pytest.approx(1.0)
+
+
+def test_steps_run_in_the_declared_order(data):
+    q, d = data
+    p = RerankParams(dba=QEParams(k=3, alpha=1.0), qe=QEParams(k=2, alpha=1.0))
+    s, i = rank(q, d, p, 5, ["dba", "qe"])
+    d2 = dba(d, 3, 1.0)
+    s2, i2 = knn(alpha_qe(q, d2, 2, 1.0), d2, 5)
+    np.testing.assert_array_equal(i, i2)
+    _, i3 = rank(q, d, p, 5, ["qe", "dba"])  # QE against the raw database, then DBA
+    d3 = dba(d, 3, 1.0)
+    np.testing.assert_array_equal(i3, knn(alpha_qe(q, d, 2, 1.0), d3, 5)[1])
+    np.testing.assert_array_equal(rank(q, d, p, 5, [])[1], knn(q, d, 5)[1])
 
 
 def naive_fuse(scores, indices, n_refs, k, weights):

@@ -1,0 +1,56 @@
+"""Searching the pipeline's saved reference index with new images (the ``search`` command)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from retrieval.config import Params
+from retrieval.data import IMAGE_EXTENSIONS
+from retrieval.embed import embed_images
+from retrieval.ensemble import fuse_rankings
+from retrieval.features import load_features
+from retrieval.io import InputError
+from retrieval.model import model_from_checkpoint
+from retrieval.rerank import rank
+
+
+def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files named directly, or found (sorted, not recursively) in named directories."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    if not out:
+        raise InputError(f"no images found in {', '.join(map(str, paths))}")
+    return out
+
+
+def search_images(images: Sequence[Path], params: Params, model_pattern: str, reference_pattern: str,
+                  top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused top-``top`` (reference ids, scores) of each image over the folds' models.
+
+    Each fold's model embeds the images with the preprocessing its reference features were
+    made with (image size, flip TTA, read from the feature file), the configured re-ranking
+    runs against that fold's references, and the folds are fused as the ensemble stage does.
+    """
+    scores, indices, ref_ids = [], [], None
+    for fold in params.cv.folds:
+        refs = load_features(reference_pattern.format(fold=fold))
+        if ref_ids is not None and not np.array_equal(refs.ids, ref_ids):
+            raise InputError(f"{reference_pattern.format(fold=fold)}: reference ids differ between folds")
+        ref_ids = refs.ids
+        model, meta = model_from_checkpoint(model_pattern.format(fold=fold))
+        emb, _ = embed_images(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
+                              batch_size=params.extract.batch_size, flip_tta=refs.meta["flip_tta"],
+                              num_workers=0, desc=f"embed fold {fold}")
+        s, i = rank(emb, refs.embeddings, params.rerank, max(top, params.rerank.k))
+        scores.append(s)
+        indices.append(i)
+    fused_s, fused_i = fuse_rankings(scores, indices, len(ref_ids), top, params.ensemble.fold_weights)
+    return ref_ids, fused_s, fused_i

@@ -1,0 +1,53 @@
+"""search: find the references most like new images, with the trained fold models.
+
+Reads   the images or directories given, ``--params`` (cv.folds, rerank, ensemble, extract),
+        the fold checkpoints (``--models``) and the reference features the pipeline saved
+        (``--references``): nothing is re-embedded but the new images
+Prints  for each image its top ``--top`` reference ids with fused scores, or JSON (``--json``)
+
+    python -m stages.search photo.jpg [more.jpg | a_directory] [--top 10] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+from retrieval.cli import stage
+from retrieval.config import load_params
+from retrieval.query import list_inputs, search_images
+
+
+@stage
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("images", nargs="+", help="image files or directories of images")
+    ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="pattern with {fold}")
+    ap.add_argument("--references", default="outputs/extract/fold{fold}/reference.npz", help="pattern with {fold}")
+    args = ap.parse_args(argv)
+    if args.top < 1:
+        ap.error("--top must be >= 1")
+    torch.set_num_threads(os.cpu_count() or 1)
+    images = list_inputs(args.images)
+    ref_ids, scores, idx = search_images(images, load_params(args.params), args.models, args.references, args.top)
+    results = {str(img): [{"id": str(ref_ids[i]), "score": round(float(s), 6)}
+                          for s, i in zip(srow, irow) if i >= 0]
+               for img, srow, irow in zip(images, scores, idx)}
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    else:
+        for img, hits in results.items():
+            print(img)
+            for rank_, hit in enumerate(hits, 1):
+                print(f"  {rank_:>3}  {hit['id']}  {hit['score']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
