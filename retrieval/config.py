@@ -100,10 +100,10 @@ class KReciprocalParams(Section):
 
 
 class DiffusionParams(Section):
-    k: int = Field(50, ge=1)  # neighbours per reference in the graph
+    k: int = Field(15, ge=1)  # neighbours per reference in the graph
     alpha: float = Field(0.99, gt=0.0, lt=1.0)
     gamma: float = Field(3.0, gt=0.0)
-    query_k: int = Field(10, ge=1)  # references a query starts the diffusion from
+    query_k: int = Field(5, ge=1)  # references a query starts the diffusion from
 
 
 EMBEDDING_STEPS = ("dba", "qe")  # change vectors; any number, in order
@@ -112,7 +112,7 @@ RANKING_STEPS = ("kreciprocal", "diffusion")  # produce the final ranking; at mo
 
 class RerankParams(Section):
     k: int = Field(1000, ge=1)  # ranked references kept per query
-    steps: list[Literal["dba", "qe", "kreciprocal", "diffusion"]] = ["dba", "qe"]
+    steps: list[Literal["dba", "qe", "kreciprocal", "diffusion"]] = ["dba", "qe", "diffusion"]
     dba: QEParams = QEParams()
     qe: QEParams = QEParams()
     kreciprocal: KReciprocalParams = KReciprocalParams()

@@ -62,7 +62,7 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
                   "--metrics", f"rerank/fold{f}/metrics.json")
         m = json.loads(Path(f"rerank/fold{f}/metrics.json").read_text())
-        assert set(m["valid"]) == {"none", "dba", "qe", "final"}
+        assert set(m["valid"]) == {"none", "dba", "qe", "diffusion", "final"}
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
               "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
               "--metrics", "ensemble/metrics.json")

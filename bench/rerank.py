@@ -1,0 +1,184 @@
+"""Time, peak memory and mAP of search and the re-ranking methods on generated features.
+
+What it measures, each in a fresh child process (``python bench/rerank.py --child METHOD``) so
+that a method's time and peak RSS are its own and not inflated by an earlier one:
+
+* ``matmul_floor_s``: one dense float32 product ``queries @ references.T`` (numpy/BLAS), the
+  floor any exact search has to pay;
+* ``search_s``: :func:`retrieval.search.knn` with ``k`` (default 1000), and
+  ``search_vs_floor = search_s / matmul_floor_s``;
+* ``qe_dba_s``: :func:`retrieval.rerank.dba` (k=2, alpha=3) on the references, then
+  :func:`retrieval.rerank.alpha_qe` (k=2, alpha=3) on the queries, then the search;
+* ``kreciprocal_s``: :func:`retrieval.kreciprocal.k_reciprocal` (defaults k1=20, k2=6,
+  lambda=0.3, top_k=k);
+* ``diffusion_s``: :func:`retrieval.diffusion.diffusion` (defaults k=50, alpha=0.99,
+  gamma=3, query_k=10, 20 CG iterations, top_k=k).
+
+For every method: ``<method>_peak_gb`` is the child's peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss`` read in the child at the end), which includes
+the interpreter, the libraries and the loaded features; ``<method>_base_gb`` is the same
+reading taken right after loading, before the method ran. ``<method>_map`` is mAP@k of the
+method's ranking against the generated labels (:func:`retrieval.metrics.retrieval_metrics`).
+Times are wall-clock seconds of the method call alone (imports and loading excluded).
+
+The features: ``n_ref // 25`` class centres drawn uniformly on the unit sphere in ``dim``
+dimensions; references are assigned round-robin to the classes (25 per class), queries to
+random classes; each item is ``normalise(centre + noise)`` with Gaussian noise of total norm
+about ``noise`` (default 2.2, giving an expected within-class cosine near 0.17, low enough
+that the plain search is far from perfect). They are generated once, saved to temporary
+.npy files and memory-mapped by every child (which copies its queries and references out).
+
+Usage: ``python bench/rerank.py --out FILE [--n-query 18027 --n-ref 36748 --dim 512
+--seed 0 --k 1000]``; prints a table and writes FILE as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+METHODS = ("floor", "search", "qe_dba", "kreciprocal", "diffusion")
+TIME_KEY = {"floor": "matmul_floor_s", "search": "search_s", "qe_dba": "qe_dba_s",
+            "kreciprocal": "kreciprocal_s", "diffusion": "diffusion_s"}
+
+
+def make_features(n_query: int, n_ref: int, dim: int, seed: int, noise: float):
+    """Unit-norm float32 (queries, references) and int labels with ~25 references per class."""
+    rng = np.random.default_rng(seed)
+    n_classes = max(1, n_ref // 25)
+    centres = rng.standard_normal((n_classes, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    ref_labels = np.arange(n_ref) % n_classes
+    query_labels = rng.integers(0, n_classes, n_query)
+
+    def items(labels):
+        x = centres[labels] + rng.standard_normal((len(labels), dim)).astype(np.float32) * (noise / np.sqrt(dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    return items(query_labels), items(ref_labels), query_labels, ref_labels
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30  # KiB on Linux
+
+
+def run_child(method: str, features: str, k: int) -> dict:
+    """Load the features, run one method, return its time, peak memory and mAP."""
+    x = np.load(os.path.join(features, "x.npy"), mmap_mode="r")
+    labels = np.load(os.path.join(features, "labels.npy"))
+    n_query = int(np.load(os.path.join(features, "n_query.npy")))
+    queries, references = np.array(x[:n_query]), np.array(x[n_query:])
+    query_labels, ref_labels = labels[:n_query], labels[n_query:]
+    del x
+    from retrieval.metrics import retrieval_metrics
+    from retrieval.search import knn
+    base = _peak_gb()
+    ranked = None
+    t0 = time.perf_counter()
+    if method == "floor":
+        product = queries @ references.T
+        elapsed = time.perf_counter() - t0
+        del product
+    elif method == "search":
+        _, ranked = knn(queries, references, k)
+        elapsed = time.perf_counter() - t0
+    elif method == "qe_dba":
+        from retrieval.rerank import alpha_qe, dba
+        refs2 = dba(references, 2, 3.0)
+        q2 = alpha_qe(queries, refs2, 2, 3.0)
+        _, ranked = knn(q2, refs2, k)
+        elapsed = time.perf_counter() - t0
+    elif method == "kreciprocal":
+        from retrieval.kreciprocal import k_reciprocal
+        _, ranked = k_reciprocal(queries, references, top_k=k)
+        elapsed = time.perf_counter() - t0
+    elif method == "diffusion":
+        from retrieval.diffusion import diffusion
+        _, ranked = diffusion(queries, references, top_k=k)
+        elapsed = time.perf_counter() - t0
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    out = {"seconds": elapsed, "peak_gb": _peak_gb(), "base_gb": base}
+    if ranked is not None:
+        out["map"] = retrieval_metrics(ranked, query_labels, ref_labels, k)[f"map@{k}"]
+    return out
+
+
+def main(argv=None) -> dict | None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="JSON file to write (required unless --child)")
+    ap.add_argument("--n-query", type=int, default=18027)
+    ap.add_argument("--n-ref", type=int, default=36748)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--noise", type=float, default=2.2)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    ap.add_argument("--features", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(run_child(args.child, args.features, args.k)))
+        return None
+    if not args.out:
+        ap.error("--out is required")
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}")
+
+    q, g, ql, gl = make_features(args.n_query, args.n_ref, args.dim, args.seed, args.noise)
+    result = {"n_query": args.n_query, "n_ref": args.n_ref, "dim": args.dim, "seed": args.seed,
+              "k": args.k, "noise": args.noise, "cores": os.cpu_count(),
+              "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tmp  # x.npy (memory-mapped by the children), labels.npy, n_query.npy
+        np.save(os.path.join(tmp, "x.npy"), np.concatenate([q, g]))
+        np.save(os.path.join(tmp, "labels.npy"), np.concatenate([ql, gl]))
+        np.save(os.path.join(tmp, "n_query.npy"), np.int64(len(q)))
+        del q, g
+        for method in methods:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--features", path,
+                   "--k", str(args.k)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"{method} failed (exit {proc.returncode})")
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            name = "matmul_floor" if method == "floor" else method
+            result[TIME_KEY[method]] = child["seconds"]
+            result[f"{name}_peak_gb"] = child["peak_gb"]
+            result[f"{name}_base_gb"] = child["base_gb"]
+            if "map" in child:
+                result[f"{name}_map"] = child["map"]
+    if "search_s" in result and "matmul_floor_s" in result:
+        result["search_vs_floor"] = result["search_s"] / result["matmul_floor_s"]
+
+    print(f"Q={args.n_query} G={args.n_ref} d={args.dim} k={args.k} cores={result['cores']}")
+    print(f"{'method':<14}{'seconds':>10}{'peak GB':>10}{'base GB':>10}{'mAP@' + str(args.k):>12}")
+    for method in methods:
+        name = "matmul_floor" if method == "floor" else method
+        m = result.get(f"{name}_map")
+        print(f"{name:<14}{result[TIME_KEY[method]]:>10.3f}{result[name + '_peak_gb']:>10.3f}"
+              f"{result[name + '_base_gb']:>10.3f}{'' if m is None else f'{m:.4f}':>12}")
+    if "search_vs_floor" in result:
+        print(f"search_vs_floor = {result['search_vs_floor']:.2f}")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
