@@ -7,12 +7,13 @@ that a method's time and peak RSS are its own and not inflated by an earlier one
   floor any exact search has to pay;
 * ``search_s``: :func:`retrieval.search.knn` with ``k`` (default 1000), and
   ``search_vs_floor = search_s / matmul_floor_s``;
-* ``qe_dba_s``: :func:`retrieval.rerank.dba` (k=2, alpha=3) on the references, then
-  :func:`retrieval.rerank.alpha_qe` (k=2, alpha=3) on the queries, then the search;
-* ``kreciprocal_s``: :func:`retrieval.kreciprocal.k_reciprocal` (defaults k1=20, k2=6,
-  lambda=0.3, top_k=k);
-* ``diffusion_s``: :func:`retrieval.diffusion.diffusion` (defaults k=50, alpha=0.99,
-  gamma=3, query_k=10, 20 CG iterations, top_k=k).
+* ``qe_dba_s``: :func:`retrieval.rerank.dba` on the references, then
+  :func:`retrieval.rerank.alpha_qe` on the queries, then the search;
+* ``kreciprocal_s``: :func:`retrieval.kreciprocal.k_reciprocal` (top_k=k);
+* ``diffusion_s``: :func:`retrieval.diffusion.diffusion` (20 CG iterations at most, top_k=k).
+
+Every method runs with the pipeline's default params (``retrieval.config.RerankParams()``:
+the values in params.yaml), so the figures are those of what ``dvc repro`` runs.
 
 For every method: ``<method>_peak_gb`` is the child's peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` read in the child at the end), which includes
@@ -48,6 +49,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from retrieval.config import RerankParams  # noqa: E402  (after the sys.path set-up)
+
+P = RerankParams()  # the pipeline's default re-ranking params
 
 METHODS = ("floor", "search", "qe_dba", "kreciprocal", "diffusion")
 TIME_KEY = {"floor": "matmul_floor_s", "search": "search_s", "qe_dba": "qe_dba_s",
@@ -96,17 +101,19 @@ def run_child(method: str, features: str, k: int) -> dict:
         elapsed = time.perf_counter() - t0
     elif method == "qe_dba":
         from retrieval.rerank import alpha_qe, dba
-        refs2 = dba(references, 2, 3.0)
-        q2 = alpha_qe(queries, refs2, 2, 3.0)
+        refs2 = dba(references, P.dba.k, P.dba.alpha)
+        q2 = alpha_qe(queries, refs2, P.qe.k, P.qe.alpha)
         _, ranked = knn(q2, refs2, k)
         elapsed = time.perf_counter() - t0
     elif method == "kreciprocal":
         from retrieval.kreciprocal import k_reciprocal
-        _, ranked = k_reciprocal(queries, references, top_k=k)
+        c = P.kreciprocal
+        _, ranked = k_reciprocal(queries, references, c.k1, c.k2, c.lambda_value, top_k=k)
         elapsed = time.perf_counter() - t0
     elif method == "diffusion":
         from retrieval.diffusion import diffusion
-        _, ranked = diffusion(queries, references, top_k=k)
+        c = P.diffusion
+        _, ranked = diffusion(queries, references, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
         elapsed = time.perf_counter() - t0
     else:
         raise ValueError(f"unknown method {method!r}")
