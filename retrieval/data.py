@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -231,6 +232,7 @@ def seed_worker(worker_id: int) -> None:
     albumentations keeps its own generator, which forked workers would otherwise replay
     identically, so it is reseeded here too.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the main process, not each worker
     cv2.setNumThreads(0)  # OpenCV's own thread pool would fight the model for the cores
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2**32

@@ -1,9 +1,23 @@
-"""Training one fold: margin-head metric learning with validation mAP@1000 every epoch."""
+"""Training one fold: margin-head metric learning with validation mAP@1000 every epoch.
+
+Resuming: with a ``resume_dir`` the full training state is written there (atomically, as
+``last.pt``) at the end of every epoch, and a later call with the same params, data and code
+picks up after the last finished epoch and ends with the same model and history as a run that
+was never interrupted. Per-epoch timings (``seconds``, ``train_img_per_s``) are the only
+difference: rows of epochs before the resume keep the timings of the run that did them.
+"""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
+import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,15 +27,25 @@ import torch
 from tqdm import tqdm
 
 from retrieval.config import Params
-from retrieval.data import ImageDataset, make_loader, train_transform
+from retrieval.data import ImageDataset, make_loader, seed_worker, train_transform
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
 from retrieval.metrics import retrieval_metrics
 from retrieval.model import (autocast_dtype, build_model, freeze_stages, margin_loss,
-                             save_checkpoint, set_train_mode)
+                             set_train_mode)
 from retrieval.search import knn
 
 log = logging.getLogger(__name__)
+
+STATE_FILE = "last.pt"  # the resume state inside resume_dir
+STATE_VERSION = 1
+# Test hook only: a process whose environment sets this to N SIGKILLs itself right after the
+# N-th optimiser step of the run (steps counted from epoch 1, across resumes), to simulate a
+# crash mid-epoch. Unset (always, outside tests/test_resume.py) it does nothing.
+KILL_AT_STEP_ENV = "RETRIEVAL_TEST_KILL_AT_STEP"
+# Modules whose code decides the numbers a training run produces: a state saved by other code
+# is not resumed.
+_CODE = ("train.py", "model.py", "data.py", "embed.py", "metrics.py", "search.py")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.01) -> float:
@@ -34,8 +58,74 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
+    random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the augmentation pipeline for ``epoch``: a function of (seed, epoch) only, so an
+    epoch's augmentations do not depend on how many epochs ran before it in this process."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
+
+
+def train_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the training loader: :func:`retrieval.data.seed_worker`, and SIGINT
+    ignored, so a Ctrl-C stops the main process (one 'interrupted' line) and not the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
+class Interrupts:
+    """Ctrl-C handling for a training run (see :func:`interrupt_main_process_only`)."""
+
+    def __init__(self):
+        self.pending = False
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a Ctrl-C came and was swallowed on its way."""
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_main_process_only():
+    """Within the block, Ctrl-C (SIGINT) stops this process only, and is never lost.
+
+    A terminal sends SIGINT to every process of the foreground group, DataLoader workers too.
+    Forked workers inherit the handler set here and ignore the signal from their first
+    instant, before any ``worker_init_fn`` runs. In this process a KeyboardInterrupt raised
+    where Python swallows exceptions (the at-fork hooks that run while a loader starts its
+    workers, ``__del__`` methods: "Exception ignored in ...") is not printed but kept
+    pending, and :meth:`Interrupts.check` raises it at the next training step or epoch.
+    Yields the :class:`Interrupts`; a non-default SIGINT handler, or a call outside the main
+    thread, is left alone.
+    """
+    interrupts = Interrupts()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield interrupts
+        return
+    main_pid = os.getpid()
+    previous_hook = sys.unraisablehook
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            return  # a forked child (DataLoader worker): the main process stops the run
+        interrupts.pending = True
+        raise KeyboardInterrupt
+
+    def unraisable(info):
+        if not (interrupts.pending and issubclass(info.exc_type, KeyboardInterrupt)):
+            previous_hook(info)
+
+    signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = unraisable
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = previous_hook
 
 
 def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int, batch_size: int,
@@ -49,13 +139,96 @@ def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int,
     return retrieval_metrics(idx, labels[q], labels[~q], k)
 
 
+# -- resume state ------------------------------------------------------------------------------
+
+def run_fingerprint(params: Params, fold: int, root: str | Path, train_df: pd.DataFrame,
+                    valid_df: pd.DataFrame) -> str:
+    """sha256 of everything that decides a fold's training run: seed, fold, the model and train
+    params, the training and validation images (path, label, role, byte size), the training
+    code and the torch / timm / albumentations versions."""
+    import albumentations
+    import timm
+
+    def images(df: pd.DataFrame) -> list:
+        cols = [c for c in ("image", "label", "role") if c in df]
+        sizes = [os.stat(Path(root) / i).st_size if (Path(root) / i).is_file() else -1 for i in df["image"]]
+        return [list(map(str, row)) + [size] for row, size in zip(df[cols].itertuples(index=False), sizes)]
+
+    here = Path(__file__).resolve().parent
+    doc = {
+        "version": STATE_VERSION, "seed": params.seed, "fold": fold,
+        "model": params.model.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+        "train_images": images(train_df), "valid_images": images(valid_df),
+        "code": {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE},
+        "versions": [torch.__version__, timm.__version__, albumentations.__version__],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _rng_state(loader_generator: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "loader": loader_generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
+    loader_generator.set_state(state["loader"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+
+
+def load_resume_state(path: Path, fingerprint: str) -> dict | None:
+    """The state saved at ``path`` if it belongs to this run (same fingerprint), else None (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        # weights_only: the state holds tensors and plain Python values only
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable state means: start afresh
+        log.warning("%s: unreadable resume state (%s: %s); ignored, training from scratch",
+                    path, type(err).__name__, err)
+        return None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION \
+            or state.get("fingerprint") != fingerprint:
+        log.warning("%s: resume state of other params, data or code; ignored, training from scratch", path)
+        return None
+    return state
+
+
+def _cpu_copy(state_dict: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+
+
+def _save_model(path: str | Path, state_dict: dict, meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"meta": meta, "state_dict": state_dict}, tmp)
+
+
 def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_path: str | Path,
-               history_path: str | Path) -> dict:
+               history_path: str | Path, resume_dir: str | Path | None = None) -> dict:
     """Train the model of ``fold`` on the other folds' classes; write the checkpoint and history.
 
     The checkpoint kept is the epoch with the best validation mAP@1000 (epoch 0 is the
-    pretrained model before any step, the reference point).
+    pretrained model before any step, the reference point); it and the history are written
+    when training ends. With ``resume_dir``, the training state is saved there after every
+    epoch, a matching state found there is resumed, and it is deleted once the outputs are
+    written.
     """
+    with interrupt_main_process_only() as interrupts:  # Ctrl-C: one 'interrupted' line, no tracebacks
+        return _train_fold(params, folds, root, fold, model_path, history_path, resume_dir, interrupts)
+
+
+def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_path: str | Path,
+                history_path: str | Path, resume_dir: str | Path | None, interrupts: Interrupts) -> dict:
     tp, mp = params.train, params.model
     seed = params.seed + fold
     seed_everything(seed)
@@ -78,6 +251,8 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     ds = ImageDataset(root, train_df["image"], targets, train_transform(tp.image_size, meta["mean"], meta["std"], seed))
     drop_last = len(ds) > tp.batch_size
     loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed, drop_last=drop_last)
+    if tp.num_workers > 0:
+        loader.worker_init_fn = train_worker_init
     steps_per_epoch = len(loader)
     total = steps_per_epoch * tp.epochs
     warmup = int(round(tp.warmup_epochs * steps_per_epoch))
@@ -87,23 +262,42 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
         weight_decay=tp.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     dtype = autocast_dtype(tp.amp, device)
+    kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)  # test hook, see KILL_AT_STEP_ENV
 
     def validate() -> dict:
         return evaluate(model, meta, root, valid_df, tp.val_image_size, tp.batch_size * 2,
                         tp.num_workers, tp.amp)
 
-    history = []
-    m0 = validate()
-    history.append({"epoch": 0, "train_loss": float("nan"), "lr": 0.0, "val_map@1000": m0["map@1000"],
-                    "val_p@1": m0["p@1"], "seconds": 0.0, "train_img_per_s": float("nan")})
-    best = {"epoch": 0, **m0}
-    save_checkpoint(model_path, model, {**meta, "epoch": 0, "val_map@1000": m0["map@1000"]})
-    log.info("fold %d: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
-             fold, len(classes), len(ds), len(valid_df), m0["map@1000"])
+    state_path = Path(resume_dir) / STATE_FILE if resume_dir is not None else None
+    fingerprint = run_fingerprint(params, fold, root, train_df, valid_df) if state_path else ""
+    state = load_resume_state(state_path, fingerprint) if state_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss_fn"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, best, best_state = state["history"], state["best"], state["best_state"]
+        start_epoch = int(state["epoch"])
+        _set_rng_state(state["rng"], loader.generator)
+        log.info("fold %d: resuming from %s after epoch %d of %d (best so far: epoch %d, val mAP@1000 %.4f)",
+                 fold, state_path, start_epoch, tp.epochs, best["epoch"], best["map@1000"])
+        del state
+    else:
+        m0 = validate()
+        interrupts.check()
+        history = [{"epoch": 0, "train_loss": float("nan"), "lr": 0.0, "val_map@1000": m0["map@1000"],
+                    "val_p@1": m0["p@1"], "seconds": 0.0, "train_img_per_s": float("nan")}]
+        best, best_state = {"epoch": 0, **m0}, _cpu_copy(model.state_dict())
+        start_epoch = 0
+        log.info("fold %d: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
+                 fold, len(classes), len(ds), len(valid_df), m0["map@1000"])
 
-    step = 0
-    for epoch in range(1, tp.epochs + 1):
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch + 1, tp.epochs + 1):
         set_train_mode(model, frozen)
+        # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
+        # workers are seeded by seed_worker from the loader's generator (saved and restored)
+        ds.transform.set_random_seed(epoch_seed(seed, epoch))
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"fold {fold} epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
         for x, y in bar:
@@ -123,8 +317,12 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
             seen += len(x)
             loss_sum += loss.item() * len(x)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            interrupts.check()
         train_s = time.perf_counter() - start
         m = validate()
+        interrupts.check()
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "lr": opt.param_groups[0]["lr"],
                "val_map@1000": m["map@1000"], "val_p@1": m["p@1"],
                "seconds": time.perf_counter() - start, "train_img_per_s": seen / max(train_s, 1e-9)}
@@ -132,18 +330,32 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
         log.info("fold %d epoch %d: loss %.4f, val mAP@1000 %.4f, P@1 %.4f, %.1f img/s",
                  fold, epoch, row["train_loss"], m["map@1000"], m["p@1"], row["train_img_per_s"])
         if m["map@1000"] > best["map@1000"]:
-            best = {"epoch": epoch, **m}
-            save_checkpoint(model_path, model, {**meta, "epoch": epoch, "val_map@1000": m["map@1000"]})
+            best, best_state = {"epoch": epoch, **m}, _cpu_copy(model.state_dict())
+        if state_path is not None:
+            with atomic_path(state_path) as tmp:
+                torch.save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch,
+                            "history": history, "best": best, "best_state": best_state,
+                            "model": model.state_dict(), "loss_fn": loss_fn.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "rng": _rng_state(loader.generator)}, tmp)
 
+    _save_model(model_path, best_state,
+                {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"]})
     hist = pd.DataFrame(history)
     with atomic_path(history_path) as tmp:
         hist.to_csv(tmp, index=False, float_format="%.6g")
+    if state_path is not None and state_path.exists():
+        state_path.unlink()  # finished: a later run (other code, --force) must not resume it
+        try:
+            state_path.parent.rmdir()
+        except OSError:
+            pass  # not empty
     trained = hist[hist["epoch"] > 0]
     return {
         "best_epoch": int(best["epoch"]),
         "val_map@1000": float(best["map@1000"]),
         "val_p@1": float(best["p@1"]),
-        "epoch0_val_map@1000": float(m0["map@1000"]),
+        "epoch0_val_map@1000": float(history[0]["val_map@1000"]),
         "train_images": int(len(ds)),
         "train_classes": int(len(classes)),
         "valid_images": int(len(valid_df)),

@@ -3,6 +3,9 @@
 Reads   ``--folds`` (outputs/split/folds.csv) and the training images under data.root
 Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--history``
         (history.csv: loss, lr, validation mAP@1000 per epoch) and ``--metrics`` (best epoch, validation mAP@1000 and P@1, throughput)
+Keeps   with ``--resume-dir`` (checkpoints/train/fold{k}, outside DVC's outputs): the training
+        state after every epoch (last.pt); a run of the same params, data and code resumes
+        from it with the same results, and deletes it once the outputs are written
 Params  seed, data.root, cv, model, train
 """
 from __future__ import annotations
@@ -25,12 +28,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="checkpoint to write (best epoch)")
     ap.add_argument("--history", required=True, help="per-epoch CSV for dvc plots")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--resume-dir", default=None,
+                    help="folder for the per-epoch resume state (last.pt); none kept if omitted")
     args = ap.parse_args(argv)
     p = load_params(args.params)
     if args.fold not in p.cv.folds:
         raise InputError(f"--fold {args.fold}: not one of cv.folds {p.cv.folds}")
     folds = pd.read_csv(args.folds, dtype={"image": str, "id": str, "label": str}, keep_default_na=False)
-    metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history)
+    metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history,
+                         resume_dir=args.resume_dir)
     write_json(args.metrics, metrics)
     print(f"train fold {args.fold}: best epoch {metrics['best_epoch']}, "
           f"val mAP@1000 {metrics['val_map@1000']:.4f} (epoch 0: {metrics['epoch0_val_map@1000']:.4f})")
