@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval.io import InputError
 
@@ -33,18 +33,16 @@ class DemoParams(Section):
 
 
 class CVParams(Section):
-    folds: list[int] = [0, 1, 2]
+    n_folds: int = Field(3, ge=2)  # the split's folds over classes
+    folds: list[int] = [0, 1, 2]  # the folds trained and fused: all of them, or a subset for quick runs
 
-    @field_validator("folds")
-    @classmethod
-    def _folds_are_range(cls, v: list[int]) -> list[int]:
-        if len(v) < 2 or sorted(v) != list(range(len(v))):
-            raise ValueError("must be 0, 1, ..., n-1 with n >= 2, e.g. [0, 1, 2]")
-        return v
-
-    @property
-    def n_folds(self) -> int:
-        return len(self.folds)
+    @model_validator(mode="after")
+    def _folds_in_range(self) -> "CVParams":
+        if not self.folds or len(set(self.folds)) != len(self.folds) \
+                or not all(0 <= f < self.n_folds for f in self.folds):
+            raise ValueError(f"cv.folds must be distinct folds of 0..{self.n_folds - 1} (cv.n_folds "
+                             f"{self.n_folds}), at least one, e.g. {list(range(self.n_folds))}")
+        return self
 
 
 class SplitParams(Section):
@@ -58,9 +56,11 @@ class ModelParams(Section):
     pretrained: str = "pypi"
     embedding_dim: int = Field(512, ge=8)
     gem_p: float = Field(3.0, ge=1.0)
-    head: Literal["arcface", "cosface"] = "arcface"
+    # margin head: arcface, cosface, subcenter_arcface, or none (train with train.pair_loss alone)
+    head: Literal["arcface", "cosface", "subcenter_arcface", "none"] = "arcface"
     margin: float = Field(0.3, ge=0.0)  # ArcFace: angle in radians; CosFace: cosine margin
     scale: float = Field(30.0, gt=0.0)
+    sub_centers: int = Field(3, ge=1)  # subcenter_arcface: centres per class
 
 
 class TrainParams(Section):
@@ -77,13 +77,45 @@ class TrainParams(Section):
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores
+    # batches: random (shuffled images) or pk (P classes x K images each, K = m_per_class)
+    sampler: Literal["random", "pk"] = "random"
+    m_per_class: int = Field(4, ge=2)
+    # a pair-based loss beside (or, with model.head none, instead of) the margin head
+    pair_loss: Literal["none", "triplet", "multisimilarity"] = "none"
+    pair_loss_weight: float = Field(1.0, gt=0.0)
+    # progressive resizing: the last final_epochs epochs train at final_image_size
+    final_image_size: int | None = Field(None, ge=32)
+    final_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainParams":
+        if self.sampler == "pk" and self.batch_size % self.m_per_class:
+            raise ValueError(f"train.batch_size {self.batch_size} must be a multiple of "
+                             f"train.m_per_class {self.m_per_class} with sampler pk")
+        if self.final_epochs > self.epochs:
+            raise ValueError(f"train.final_epochs {self.final_epochs} exceeds train.epochs {self.epochs}")
+        if self.final_epochs and self.final_image_size is None:
+            raise ValueError("train.final_epochs needs train.final_image_size")
+        return self
 
 
 class ExtractParams(Section):
     image_size: int = Field(224, ge=32)
     batch_size: int = Field(64, ge=1)
     flip_tta: bool = True
+    # multi-scale TTA: embeddings at image_size x each scale, summed (then L2-normalised)
+    scales: list[float] = [1.0]
+    # PCA whitening to this dimension, learned on the fold's training-class images (never on
+    # test or validation images); 0 = off
+    whiten_dim: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=0)
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: list[float]) -> list[float]:
+        if not v or any(s <= 0 for s in v):
+            raise ValueError("must be one or more positive factors, e.g. [1.0] or [0.75, 1.0, 1.25]")
+        return v
     # an undecodable test query: error (default), or empty: rank nothing for it and report it
     bad_query: Literal["error", "empty"] = "error"
 
@@ -146,6 +178,15 @@ class Params(Section):
     rerank: RerankParams = RerankParams()
     ensemble: EnsembleParams = EnsembleParams()
 
+    @model_validator(mode="after")
+    def _some_loss(self) -> "Params":
+        if self.model.head == "none" and self.train.pair_loss == "none":
+            raise ValueError("model.head none needs a train.pair_loss (triplet or multisimilarity)")
+        if self.extract.whiten_dim > self.model.embedding_dim:
+            raise ValueError(f"extract.whiten_dim {self.extract.whiten_dim} exceeds "
+                             f"model.embedding_dim {self.model.embedding_dim}")
+        return self
+
 
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
@@ -153,7 +194,10 @@ def _describe(err: ValidationError, source: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "is not a known key"
+    msg = msg.removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if not key or msg.startswith(key + "."):
+        return f"{source}: {msg}{more}"  # a check across keys names them itself
     return f"{source}: {key}: {msg}{more}"
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image, ImageOps
+from pytorch_metric_learning.samplers import MPerClassSampler
 
 from retrieval.io import InputError
 
@@ -243,13 +244,49 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(seed)
 
 
+class PKSampler(MPerClassSampler):
+    """P x K batches: each batch holds ``batch_size / m`` classes with ``m`` images each
+    (pytorch-metric-learning's :class:`MPerClassSampler`; a class with fewer than ``m``
+    images is drawn with replacement), ``length`` indices per epoch.
+
+    The draw is a function of ``(seed, epoch)`` only (:meth:`set_epoch`), not of the global
+    numpy state or of earlier epochs, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, labels: Sequence[int], m: int, batch_size: int, length: int, seed: int):
+        labels = np.asarray(labels)
+        n_classes = len(np.unique(labels))
+        if m * n_classes < batch_size:
+            raise ValueError(f"sampler pk: {n_classes} classes x m_per_class {m} cannot fill a batch "
+                             f"of {batch_size}; lower train.batch_size or use sampler random")
+        super().__init__(labels, m, batch_size=batch_size, length_before_new_iter=max(length, batch_size))
+        self._labels0 = list(self.labels)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        from pytorch_metric_learning.utils import common_functions as c_f
+
+        self.labels = list(self._labels0)
+        saved = c_f.NUMPY_RANDOM
+        c_f.NUMPY_RANDOM = np.random.RandomState(np.random.SeedSequence([self.seed % 2**32, self.epoch])
+                                                 .generate_state(1)[0])
+        try:
+            return super().__iter__()
+        finally:
+            c_f.NUMPY_RANDOM = saved
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int,
-                seed: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+                seed: int = 0, drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
         worker_init_fn=seed_worker if num_workers > 0 else None,

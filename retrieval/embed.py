@@ -44,3 +44,25 @@ def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Se
         out[idx.numpy()] = torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
     rate = len(images) / max(time.perf_counter() - start, 1e-9)
     return out, rate
+
+
+def tta_sizes(image_size: int, scales: Sequence[float]) -> list[int]:
+    """Input sizes of multi-scale TTA: ``image_size`` x each scale, rounded to a multiple of 8."""
+    return [max(8, int(round(image_size * s / 8)) * 8) for s in scales]
+
+
+def embed_tta(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str], image_size: int,
+              scales: Sequence[float] = (1.0,), flip_tta: bool = False, batch_size: int = 64,
+              num_workers: int = 0, amp: str = "auto", desc: str = "embed") -> tuple[np.ndarray, float]:
+    """Multi-scale (and flip) TTA: the L2-normalised sum of :func:`embed_images` at each of
+    :func:`tta_sizes`; with one scale of 1.0 it is :func:`embed_images` itself. Returns the
+    embeddings and the images per second over all scales."""
+    start = time.perf_counter()
+    total = None
+    for size in tta_sizes(image_size, scales):
+        e, _ = embed_images(model, meta, root, images, size, batch_size, flip_tta, num_workers, amp,
+                            desc=f"{desc} {size}px" if len(scales) > 1 else desc)
+        total = e if total is None else total + e
+    norms = np.linalg.norm(total, axis=1, keepdims=True)
+    out = np.divide(total, norms, out=np.zeros_like(total), where=norms > 0).astype(np.float32)
+    return out, len(images) / max(time.perf_counter() - start, 1e-9)

@@ -8,12 +8,13 @@ import numpy as np
 
 from retrieval.config import Params
 from retrieval.data import IMAGE_EXTENSIONS
-from retrieval.embed import embed_images
+from retrieval.embed import embed_tta
 from retrieval.ensemble import fuse_rankings
 from retrieval.features import load_features
 from retrieval.io import InputError
 from retrieval.model import model_from_checkpoint
 from retrieval.rerank import rank
+from retrieval.whiten import apply_whitening, load_whitening
 
 
 def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -32,11 +33,12 @@ def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def search_images(images: Sequence[Path], params: Params, model_pattern: str, reference_pattern: str,
-                  top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  whitening_pattern: str, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused top-``top`` (reference ids, scores) of each image over the folds' models.
 
     Each fold's model embeds the images with the preprocessing its reference features were
-    made with (image size, flip TTA, read from the feature file), the configured re-ranking
+    made with (image size, scales and flip TTA, read from the feature file, and the fold's
+    whitening file), the configured re-ranking
     runs against that fold's references, and the folds are fused as the ensemble stage does.
     """
     scores, indices, ref_ids = [], [], None
@@ -46,9 +48,15 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
             raise InputError(f"{reference_pattern.format(fold=fold)}: reference ids differ between folds")
         ref_ids = refs.ids
         model, meta = model_from_checkpoint(model_pattern.format(fold=fold))
-        emb, _ = embed_images(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
-                              batch_size=params.extract.batch_size, flip_tta=refs.meta["flip_tta"],
-                              num_workers=0, desc=f"embed fold {fold}")
+        emb, _ = embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
+                           refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
+                           num_workers=0, desc=f"embed fold {fold}")
+        whitening = load_whitening(whitening_pattern.format(fold=fold))
+        if whitening is not None:
+            emb = apply_whitening(emb, *whitening)
+        if emb.shape[1] != refs.embeddings.shape[1]:
+            raise InputError(f"{reference_pattern.format(fold=fold)}: {refs.embeddings.shape[1]}-d references, "
+                             f"but the model and whitening give {emb.shape[1]}-d embeddings")
         s, i = rank(emb, refs.embeddings, params.rerank, max(top, params.rerank.k))
         scores.append(s)
         indices.append(i)

@@ -27,18 +27,17 @@ import torch
 from tqdm import tqdm
 
 from retrieval.config import Params
-from retrieval.data import ImageDataset, make_loader, seed_worker, train_transform
+from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, train_transform
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
 from retrieval.metrics import retrieval_metrics
-from retrieval.model import (autocast_dtype, build_model, freeze_stages, margin_loss,
-                             set_train_mode)
+from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, set_train_mode
 from retrieval.search import knn
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "last.pt"  # the resume state inside resume_dir
-STATE_VERSION = 1
+STATE_VERSION = 2
 # Test hook only: a process whose environment sets this to N SIGKILLs itself right after the
 # N-th optimiser step of the run (steps counted from epoch 1, across resumes), to simulate a
 # crash mid-epoch. Unset (always, outside tests/test_resume.py) it does nothing.
@@ -241,25 +240,31 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
     targets = train_df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
 
     model, meta = build_model(mp)
-    meta.update(fold=fold, classes=len(classes), image_size=tp.image_size)
+    meta.update(fold=fold, classes=len(classes), image_size=tp.final_image_size if tp.final_epochs else tp.image_size)
     frozen = freeze_stages(model, tp.freeze_stages)
     model.to(device)
     if tp.channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn = margin_loss(mp.head, len(classes), mp.embedding_dim, mp.margin, mp.scale).to(device)
+    loss_fn = metric_loss(mp, tp, len(classes)).to(device)
+
+    def epoch_size(epoch: int) -> int:
+        """Training image size of ``epoch`` (1-based): progressive resizing ends at final_image_size."""
+        return tp.final_image_size if epoch > tp.epochs - tp.final_epochs else tp.image_size
 
     ds = ImageDataset(root, train_df["image"], targets, train_transform(tp.image_size, meta["mean"], meta["std"], seed))
     drop_last = len(ds) > tp.batch_size
-    loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed, drop_last=drop_last)
+    sampler = PKSampler(targets, tp.m_per_class, tp.batch_size, len(ds), seed) if tp.sampler == "pk" else None
+    loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed,
+                         drop_last=drop_last, sampler=sampler)
     if tp.num_workers > 0:
         loader.worker_init_fn = train_worker_init
     steps_per_epoch = len(loader)
     total = steps_per_epoch * tp.epochs
     warmup = int(round(tp.warmup_epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": tp.lr},
-         {"params": list(loss_fn.parameters()), "lr": tp.head_lr}],
-        weight_decay=tp.weight_decay)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": tp.lr}]
+    if list(loss_fn.parameters()):  # the margin head's class centres, at their own rate
+        groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=tp.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     dtype = autocast_dtype(tp.amp, device)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)  # test hook, see KILL_AT_STEP_ENV
@@ -285,7 +290,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
     else:
         m0 = validate()
         interrupts.check()
-        history = [{"epoch": 0, "train_loss": float("nan"), "lr": 0.0, "val_map@1000": m0["map@1000"],
+        history = [{"epoch": 0, "image_size": tp.val_image_size, "train_loss": float("nan"), "lr": 0.0, "val_map@1000": m0["map@1000"],
                     "val_p@1": m0["p@1"], "seconds": 0.0, "train_img_per_s": float("nan")}]
         best, best_state = {"epoch": 0, **m0}, _cpu_copy(model.state_dict())
         start_epoch = 0
@@ -297,7 +302,11 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         set_train_mode(model, frozen)
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
         # workers are seeded by seed_worker from the loader's generator (saved and restored)
+        if epoch_size(epoch) != epoch_size(epoch - 1) or epoch == start_epoch + 1:
+            ds.transform = train_transform(epoch_size(epoch), meta["mean"], meta["std"], seed)
         ds.transform.set_random_seed(epoch_seed(seed, epoch))
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"fold {fold} epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
         for x, y in bar:
@@ -323,7 +332,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         train_s = time.perf_counter() - start
         m = validate()
         interrupts.check()
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+        row = {"epoch": epoch, "image_size": epoch_size(epoch), "train_loss": loss_sum / max(seen, 1),
+               "lr": opt.param_groups[0]["lr"],
                "val_map@1000": m["map@1000"], "val_p@1": m["p@1"],
                "seconds": time.perf_counter() - start, "train_img_per_s": seen / max(train_s, 1e-9)}
         history.append(row)

@@ -1,8 +1,9 @@
 """search: find the references most like new images, with the trained fold models.
 
 Reads   the images or directories given, ``--params`` (cv.folds, rerank, ensemble, extract),
-        the fold checkpoints (``--models``) and the reference features the pipeline saved
-        (``--references``): nothing is re-embedded but the new images
+        the fold checkpoints (``--models``), the reference features the pipeline saved
+        (``--references``) and the folds' whitening (``--whitening``): nothing is re-embedded
+        but the new images
 Prints  for each image its top ``--top`` reference ids with fused scores, or JSON (``--json``)
 
     python -m stages.search photo.jpg [more.jpg | a_directory] [--top 10] [--json]
@@ -30,12 +31,14 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="pattern with {fold}")
     ap.add_argument("--references", default="outputs/extract/fold{fold}/reference.npz", help="pattern with {fold}")
+    ap.add_argument("--whitening", default="outputs/extract/fold{fold}/whitening.npz", help="pattern with {fold}")
     args = ap.parse_args(argv)
     if args.top < 1:
         ap.error("--top must be >= 1")
     torch.set_num_threads(os.cpu_count() or 1)
     images = list_inputs(args.images)
-    ref_ids, scores, idx = search_images(images, load_params(args.params), args.models, args.references, args.top)
+    ref_ids, scores, idx = search_images(images, load_params(args.params), args.models, args.references,
+                                         args.whitening, args.top)
     results = {str(img): [{"id": str(ref_ids[i]), "score": round(float(s), 6)}
                           for s, i in zip(srow, irow) if i >= 0]
                for img, srow, irow in zip(images, scores, idx)}

@@ -204,7 +204,7 @@ def test_split_skips_undecodable_training_images_and_counts_them(tmp_path, monke
     make_layout(tmp_path / "data")
     (tmp_path / "data" / "train" / "b" / "broken.jpg").write_bytes(jpeg_bytes()[:100])
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}, "cv": {"folds": [0, 1]}}))
+    Path("params.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}, "cv": {"n_folds": 2, "folds": [0, 1]}}))
     from stages import split
     with caplog.at_level(logging.WARNING):
         assert split.main(["--out", "folds.csv", "--metrics", "m.json"]) == 0
@@ -235,11 +235,11 @@ def tiny_extract_setup(tmp_path: Path, bad_query: str):
     model, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
     save_checkpoint(tmp_path / "model.pt", model, meta)
     make_folds(scan_train(tmp_path / "data"), 2, 0.45, 0).to_csv(tmp_path / "folds.csv", index=False)
-    params = {"data": {"root": "data"}, "cv": {"folds": [0, 1]},
+    params = {"data": {"root": "data"}, "cv": {"n_folds": 2, "folds": [0, 1]},
               "extract": {"image_size": 32, "num_workers": 0, "bad_query": bad_query}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--fold", "0", "--model", "model.pt", "--folds", "folds.csv", "--query", "q.npz",
-            "--reference", "r.npz", "--valid", "v.npz", "--metrics", "m.json"]
+            "--reference", "r.npz", "--valid", "v.npz", "--whitening", "w.npz", "--metrics", "m.json"]
 
 
 def test_undecodable_query_is_an_error_by_default(tmp_path, monkeypatch, capsys):

@@ -23,7 +23,7 @@ TINY = {
     "data": {"root": "data"},
     "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
              "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"folds": [0, 1]},
+    "cv": {"n_folds": 2, "folds": [0, 1]},
     "model": {"pretrained": "none", "embedding_dim": 16},
     "train": {"epochs": 2, "image_size": 48, "val_image_size": 48, "batch_size": 4,
               "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
@@ -60,7 +60,8 @@ def _run_pipeline() -> None:
                   "--resume-dir", f"checkpoints/train/fold{f}")
         run_stage("extract", "--fold", str(f), "--model", f"train/fold{f}/model.pt", "--folds", "split/folds.csv",
                   "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
-                  "--valid", f"extract/fold{f}/valid.npz", "--metrics", f"extract/fold{f}/metrics.json")
+                  "--valid", f"extract/fold{f}/valid.npz", "--whitening", f"extract/fold{f}/whitening.npz",
+                  "--metrics", f"extract/fold{f}/metrics.json")
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
                   "--metrics", f"rerank/fold{f}/metrics.json")

@@ -25,11 +25,13 @@ TINY = {
     "data": {"root": "data"},
     "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
              "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"folds": [0, 1]},
+    "cv": {"n_folds": 2, "folds": [0, 1]},
     "model": {"pretrained": "none", "embedding_dim": 16},
     "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
               "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True},
+    # two scales and whitening: the search command below must repeat both to match the submission
+    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
+                "scales": [1.0, 1.5], "whiten_dim": 8},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
     "ensemble": {"k": 1000},
 }
@@ -54,7 +56,8 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         assert hist["epoch"].tolist() == [0, 1] and hist["val_map@1000"].between(0, 1).all()
         run_stage("extract", "--fold", str(f), "--model", f"train/fold{f}/model.pt", "--folds", "split/folds.csv",
                   "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
-                  "--valid", f"extract/fold{f}/valid.npz", "--metrics", f"extract/fold{f}/metrics.json")
+                  "--valid", f"extract/fold{f}/valid.npz", "--whitening", f"extract/fold{f}/whitening.npz",
+                  "--metrics", f"extract/fold{f}/metrics.json")
         valid = load_features(f"extract/fold{f}/valid.npz")
         assert set(valid.roles) == {"query", "reference"}
         assert set(valid.ids) == set(folds.loc[folds["fold"] == f, "id"].astype(str))
@@ -82,7 +85,8 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     # the search command, on the test queries, reproduces the submission's rankings
     from stages import search
     assert search.main(["data/test/query", "--top", "6", "--json", "--models", "train/fold{fold}/model.pt",
-                        "--references", "extract/fold{fold}/reference.npz"]) == 0
+                        "--references", "extract/fold{fold}/reference.npz",
+                        "--whitening", "extract/fold{fold}/whitening.npz"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert len(found) == 6
     for path, hits in found.items():

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from retrieval.config import parse_params
-from retrieval.train import KILL_AT_STEP_ENV, STATE_FILE, load_resume_state, run_fingerprint
+from retrieval.train import KILL_AT_STEP_ENV, STATE_FILE, STATE_VERSION, load_resume_state, run_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ TINY = {
     "data": {"root": "data"},
     "demo": {"seed": 3, "n_train_classes": 8, "n_test_classes": 2, "train_per_class": 6,
              "queries_per_class": 1, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"folds": [0, 1]},
+    "cv": {"n_folds": 2, "folds": [0, 1]},
     "model": {"pretrained": "none", "embedding_dim": 16},
     "train": {"epochs": 3, "image_size": 48, "val_image_size": 48, "batch_size": 8,
               "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
@@ -85,38 +85,44 @@ def load_tensors(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_killed_run_resumes_to_identical_outputs(workdir, monkeypatch, num_workers):
+# the third case resumes P x K batches, a pair loss and progressive resizing (epoch 3 at 64 px)
+TECHNIQUES = {"sampler": "pk", "m_per_class": 2, "pair_loss": "triplet", "final_image_size": 64, "final_epochs": 1}
+
+
+@pytest.mark.parametrize("num_workers,extra", [(0, {}), (1, {}), (1, TECHNIQUES)], ids=["w0", "w1", "w1-techniques"])
+def test_killed_run_resumes_to_identical_outputs(workdir, monkeypatch, num_workers, extra):
     monkeypatch.chdir(workdir)
-    params = write_params(workdir, num_workers)
+    params = write_params(workdir, num_workers, **extra)
+    tag = f"{num_workers}{'t' if extra else ''}"
     folds = pd.read_csv("split/folds.csv")
     steps_per_epoch = int((folds["fold"] != FOLD).sum()) // TINY["train"]["batch_size"]
     assert steps_per_epoch >= 2  # so that "the middle of epoch 2" exists
 
     # (a) uninterrupted reference run; it removes its resume state when done
-    run_stage("train", *train_args(params, f"ref{num_workers}", f"ckpt/ref{num_workers}"))
-    assert not Path(f"ckpt/ref{num_workers}").exists()
-    ref_hist = pd.read_csv(f"ref{num_workers}/history.csv")
-    ref_model = load_tensors(Path(f"ref{num_workers}/model.pt"))
+    run_stage("train", *train_args(params, f"ref{tag}", f"ckpt/ref{tag}"))
+    assert not Path(f"ckpt/ref{tag}").exists()
+    ref_hist = pd.read_csv(f"ref{tag}/history.csv")
+    ref_model = load_tensors(Path(f"ref{tag}/model.pt"))
 
     # (b) killed after the first step of epoch 2: the state of epoch 1 is there, no outputs yet
-    args = train_args(params, f"run{num_workers}", f"ckpt/run{num_workers}")
+    args = train_args(params, f"run{tag}", f"ckpt/run{tag}")
     killed = train_subprocess(args, workdir, kill_at=steps_per_epoch + 1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    state_path = Path(f"ckpt/run{num_workers}/{STATE_FILE}")
+    state_path = Path(f"ckpt/run{tag}/{STATE_FILE}")
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and [r["epoch"] for r in state["history"]] == [0, 1]
-    assert not Path(f"run{num_workers}/model.pt").exists()
-    shutil.copy(state_path, workdir / f"state_epoch1_w{num_workers}.pt")  # for the params test
+    assert not Path(f"run{tag}/model.pt").exists()
+    if not extra:
+        shutil.copy(state_path, workdir / f"state_epoch1_w{num_workers}.pt")  # for the params test
 
     resumed = train_subprocess(args, workdir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "after epoch 1 of 3" in resumed.stderr
     assert not state_path.exists()  # deleted after a successful finish
-    hist = pd.read_csv(f"run{num_workers}/history.csv")
-    model = load_tensors(Path(f"run{num_workers}/model.pt"))
+    hist = pd.read_csv(f"run{tag}/history.csv")
+    model = load_tensors(Path(f"run{tag}/model.pt"))
 
-    print(f"\nnum_workers={num_workers}, {steps_per_epoch} steps/epoch, killed at step {steps_per_epoch + 1}")
+    print(f"\nnum_workers={num_workers} {extra}, {steps_per_epoch} steps/epoch, killed at step {steps_per_epoch + 1}")
     print(hist[COMPARED].to_string(index=False))
     print("best epoch", model["meta"]["epoch"], "val mAP@1000", model["meta"]["val_map@1000"])
     pd.testing.assert_frame_equal(hist[COMPARED], ref_hist[COMPARED], check_exact=True)
@@ -127,9 +133,12 @@ def test_killed_run_resumes_to_identical_outputs(workdir, monkeypatch, num_worke
         assert torch.equal(model["state_dict"][name], tensor), name  # bit-identical
     # training did change the model: epoch rows differ from one another
     assert hist["train_loss"].iloc[1:].nunique() == 3
-    # model.pt is a model trained after the resume, not the epoch-0 or epoch-1 one; if a change
-    # elsewhere moves the best epoch, pick another TINY seed for which this holds
-    assert model["meta"]["epoch"] >= 2, "best epoch before the resume: model.pt proves little"
+    if extra:
+        assert hist["image_size"].tolist() == [48, 48, 48, 64]  # progressive resizing, also after the resume
+    else:
+        # model.pt is a model trained after the resume, not the epoch-0 or epoch-1 one; if a change
+        # elsewhere moves the best epoch, pick another TINY seed for which this holds
+        assert model["meta"]["epoch"] >= 2, "best epoch before the resume: model.pt proves little"
 
 
 def test_state_of_other_params_is_ignored(workdir, monkeypatch, caplog):
@@ -179,10 +188,10 @@ def test_fingerprint_covers_params_fold_and_data(workdir, tmp_path):
     assert fp(parse_params({**TINY, "rerank": {"k": 10}})) == base
 
     # a state with another fingerprint, or garbage, is not loaded
-    torch.save({"version": 1, "fingerprint": "0" * 64, "epoch": 1}, tmp_path / "a.pt")
+    torch.save({"version": STATE_VERSION, "fingerprint": "0" * 64, "epoch": 1}, tmp_path / "a.pt")
     assert load_resume_state(tmp_path / "a.pt", base) is None
     (tmp_path / "b.pt").write_bytes(b"not a torch file")
     assert load_resume_state(tmp_path / "b.pt", base) is None
     assert load_resume_state(tmp_path / "missing.pt", base) is None
-    torch.save({"version": 1, "fingerprint": base, "epoch": 1}, tmp_path / "c.pt")
+    torch.save({"version": STATE_VERSION, "fingerprint": base, "epoch": 1}, tmp_path / "c.pt")
     assert load_resume_state(tmp_path / "c.pt", base)["epoch"] == 1

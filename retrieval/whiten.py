@@ -1,0 +1,74 @@
+"""PCA whitening of embeddings (Jégou & Chum, ECCV 2012), learned on training-class images.
+
+Pure functions: :func:`fit_pca_whitening` learns a centring mean and a projection from a
+[N, D] matrix, :func:`apply_whitening` centres, projects and L2-normalises. A whitening file
+(``.npz``: ``mean``, ``projection``, ``meta``) carries them from extract to the search command;
+a file with ``dim`` 0 means no whitening.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.io import InputError, atomic_path
+
+
+def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and projection [D, dim] that whiten ``x``'s top ``dim`` principal components.
+
+    The projection is ``V[:, :dim] / sqrt(lambda + shrink * lambda_max)``: the eigenvectors of
+    the covariance, largest first, scaled so that each projected component has unit variance
+    (up to ``shrink``, which keeps near-zero directions from exploding). Each eigenvector's
+    sign is fixed (largest |entry| positive), so the result does not depend on the solver.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    if not 1 <= dim <= d:
+        raise ValueError(f"whitening dim {dim} must be in 1..{d}")
+    if n < 2:
+        raise ValueError(f"whitening needs at least 2 vectors, got {n}")
+    mean = x.mean(axis=0)
+    cov = (x - mean).T @ (x - mean) / (n - 1)
+    eigval, eigvec = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(eigval)[::-1][:dim]
+    eigval, eigvec = np.clip(eigval[order], 0.0, None), eigvec[:, order]
+    signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(dim)])
+    eigvec = eigvec * np.where(signs == 0, 1.0, signs)
+    proj = eigvec / np.sqrt(eigval + shrink * max(eigval.max(), 1e-12))
+    return mean.astype(np.float32), proj.astype(np.float32)
+
+
+def apply_whitening(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """``(x - mean) @ projection``, rows L2-normalised (a zero row stays zero), float32."""
+    y = (np.asarray(x, dtype=np.float32) - mean) @ projection
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return np.divide(y, norms, out=np.zeros_like(y), where=norms > 0).astype(np.float32)
+
+
+def save_whitening(path: str | Path, mean: np.ndarray | None, projection: np.ndarray | None, meta: dict) -> None:
+    """Write a whitening file; ``mean`` and ``projection`` None for 'no whitening'."""
+    if mean is None:
+        mean, projection = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    meta = {**meta, "dim": int(projection.shape[1])}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, mean=mean, projection=projection, meta=np.array(json.dumps(meta, sort_keys=True)))
+
+
+def load_whitening(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, projection) of a whitening file, or None if it says no whitening."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no whitening file (run the extract stage first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            mean, projection = z["mean"], z["projection"]
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{path}: not a whitening file ({err})") from None
+    if projection.size == 0:
+        return None
+    if projection.ndim != 2 or mean.shape != (projection.shape[0],):
+        raise InputError(f"{path}: mean {mean.shape} and projection {projection.shape} do not fit")
+    return mean, projection
