@@ -127,6 +127,17 @@ def interrupt_main_process_only():
         sys.unraisablehook = previous_hook
 
 
+def forward_loss(model, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                 dtype: torch.dtype | None, channels_last: bool) -> torch.Tensor:
+    """One batch's training loss: the model under autocast (``dtype`` None: fp32), the loss in fp32."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        emb = model(x)
+    return loss_fn(emb.float(), y)
+
+
 def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int, batch_size: int,
              num_workers: int, amp: str, k: int = 1000) -> dict:
     """mAP@k and P@1 of the fold's validation queries against its validation references."""
@@ -310,12 +321,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"fold {fold} epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if tp.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                emb = model(x)
-            loss = loss_fn(emb.float(), y)
+            loss = forward_loss(model, loss_fn, x, y, device, dtype, tp.channels_last)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fold {fold} epoch {epoch} step {step}: loss is {loss.item()}")
             opt.zero_grad(set_to_none=True)
