@@ -166,6 +166,14 @@ class EnsembleParams(Section):
     fold_weights: list[float] | None = None  # one per fold; None = equal
 
 
+class ReportParams(Section):
+    n_valid: int = Field(12, ge=1)  # validation queries shown, spread from worst to best AP
+    n_test: int = Field(6, ge=0)  # test queries shown (seeded sample)
+    top: int = Field(10, ge=1)  # references shown per query
+    thumb: int = Field(96, ge=16)  # thumbnail side in pixels
+    seed: int = 0
+
+
 class Params(Section):
     seed: int = 42
     data: DataParams = DataParams()
@@ -177,6 +185,7 @@ class Params(Section):
     extract: ExtractParams = ExtractParams()
     rerank: RerankParams = RerankParams()
     ensemble: EnsembleParams = EnsembleParams()
+    report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
     def _some_loss(self) -> "Params":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from retrieval.features import load_features
 from retrieval.submission import read_submission
@@ -34,7 +35,9 @@ TINY = {
                 "scales": [1.0, 1.5], "whiten_dim": 8},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
     "ensemble": {"k": 1000},
+    "report": {"n_valid": 5, "n_test": 3},
 }
+TINY_REPORT_VALID = 5
 
 
 def run_stage(module: str, *args: str) -> None:
@@ -69,6 +72,15 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
               "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
               "--metrics", "ensemble/metrics.json")
+    run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--folds", "split/folds.csv",
+              "--submission", "submission/submission.csv", "--out", "report")
+    page = Path("report/index.html").read_text()
+    n_valid_queries = int((folds["role"] == "query").sum())
+    shown = min(TINY_REPORT_VALID, n_valid_queries)
+    # every validation row shows its query and its top references (all 6 of a fold's, at most 10)
+    assert page.count("class='cell q'") == shown + 3  # + the 3 sampled test queries
+    assert page.count("Hardest classes") == 1 and "Most confused pairs" in page
+    assert Image.open("report/grid.png").size[1] == shown * (96 + 8)
     sub = read_submission("submission/submission.csv")
     queries = pd.read_csv("data/truth/query.csv", dtype=str)
     refs = pd.read_csv("data/truth/reference.csv", dtype=str)
@@ -130,11 +142,11 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
     first = dvc(repo, "repro")
-    assert "Running stage 'ensemble'" in first
-    assert (repo / "outputs/submission/submission.csv").is_file()
+    assert "Running stage 'ensemble'" in first and "Running stage 'report'" in first
+    assert (repo / "outputs/submission/submission.csv").is_file() and (repo / "outputs/report/index.html").is_file()
     assert "Running stage" not in dvc(repo, "repro")  # nothing changed: nothing runs
     tiny["rerank"]["qe"]["alpha"] = 1.0
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
     again = dvc(repo, "repro")
     ran = sorted(line.split("'")[1] for line in again.splitlines() if line.startswith("Running stage"))
-    assert ran == ["ensemble", "rerank@0", "rerank@1"]
+    assert ran == ["ensemble", "report", "rerank@0", "rerank@1"]  # the report ranks validation as rerank does

@@ -1,4 +1,6 @@
 """Training schedule, extraction (flip TTA), feature files and atomic writes."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,11 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
-    with atomic_path(target) as tmp:
-        tmp.write_text("new")
+    old_mask = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+    finally:
+        os.umask(old_mask)
     assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o644  # like any file the user writes, not mkstemp's 0600

@@ -1,0 +1,280 @@
+"""The retrieval report: what the pipeline retrieves, for people to look at.
+
+Pure table functions (:func:`class_table`, :func:`confused_pairs`, :func:`pick_examples`) and
+two renderers: :func:`render_html` (one self-contained page, thumbnails embedded as JPEG data
+URIs) and :func:`render_grid` (a PNG of query rows, each followed by its top references, with
+green and red frames where labels are known).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageOps
+
+RIGHT, WRONG, UNKNOWN = (46, 160, 67), (207, 34, 46), (140, 140, 140)
+
+
+@dataclass
+class Example:
+    """One query row: its image, label (None on the test set) and top references."""
+    query_id: str
+    query_image: Path
+    query_label: str | None
+    ref_ids: list[str]
+    ref_images: list[Path]
+    ref_labels: list[str | None]
+    scores: list[float] | None  # None: the ranks are shown instead (a submission has no scores)
+    ap: float | None = None
+    fold: int | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def class_table(query_labels: Sequence[str], ap: np.ndarray, first_hit: np.ndarray) -> pd.DataFrame:
+    """Per query class: queries, AP (mean over its queries) and P@1; hardest (lowest AP) first."""
+    df = pd.DataFrame({"label": np.asarray(query_labels, dtype=str), "ap": np.asarray(ap, float),
+                       "hit": np.asarray(first_hit, bool)})
+    out = df.groupby("label").agg(queries=("ap", "size"), ap=("ap", "mean"), p_at_1=("hit", "mean"))
+    return out.reset_index().sort_values(["ap", "label"], kind="stable").reset_index(drop=True)
+
+
+def confused_pairs(ranked: np.ndarray, query_labels: Sequence[str], ref_labels: Sequence[str],
+                   top: int = 1, limit: int = 10) -> pd.DataFrame:
+    """The (query class, retrieved class) pairs most often wrong in the first ``top`` places.
+
+    Counts, over all queries, the references of another class among their first ``top``
+    (padding ``-1`` ignored); ``share`` is that count over the query class's ``queries x top``
+    places. Most frequent first, ties by class names.
+    """
+    ql, rl = np.asarray(query_labels, dtype=str), np.asarray(ref_labels, dtype=str)
+    cols = np.asarray(ranked)[:, :top]
+    rows = []
+    for q, row in zip(ql, cols):
+        for r in row[row >= 0]:
+            if rl[r] != q:
+                rows.append((q, rl[r]))
+    if not rows:
+        return pd.DataFrame(columns=["query_label", "retrieved_label", "count", "share"])
+    df = pd.DataFrame(rows, columns=["query_label", "retrieved_label"])
+    out = df.value_counts().rename("count").reset_index()
+    per_class = pd.Series(ql).value_counts()
+    out["share"] = out["count"] / (out["query_label"].map(per_class) * top)
+    out = out.sort_values(["count", "query_label", "retrieved_label"], ascending=[False, True, True], kind="stable")
+    return out.head(limit).reset_index(drop=True)
+
+
+def pick_examples(ap: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` queries spread over the AP range, worst first: the queries at evenly
+    spaced ranks of the ascending AP order (ties by index), so the page shows failures,
+    middling cases and successes rather than a random handful."""
+    order = np.lexsort((np.arange(len(ap)), np.asarray(ap)))
+    if n >= len(order):
+        return order
+    picks = np.unique(np.round(np.linspace(0, len(order) - 1, n)).astype(int))
+    return order[picks]
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def thumbnail(path: Path, size: int) -> Image.Image:
+    """A ``size`` x ``size`` RGB thumbnail (EXIF orientation honoured, padded, not cropped);
+    a grey square with a cross if the image cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            return ImageOps.pad(im, (size, size), color=(245, 245, 245))
+    except Exception:  # noqa: BLE001 - a report never stops on one bad image
+        im = Image.new("RGB", (size, size), (200, 200, 200))
+        d = ImageDraw.Draw(im)
+        d.line((0, 0, size, size), fill=WRONG, width=2)
+        d.line((0, size, size, 0), fill=WRONG, width=2)
+        return im
+
+
+def data_uri(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def mark(query_label: str | None, ref_label: str | None) -> tuple[int, int, int]:
+    if query_label is None or ref_label is None:
+        return UNKNOWN
+    return RIGHT if query_label == ref_label else WRONG
+
+
+def render_grid(examples: Sequence[Example], path: str | Path, thumb: int = 96, pad: int = 4) -> tuple[int, int]:
+    """A PNG: one row per example, the query then its references, each reference framed green
+    (same label), red (other label) or grey (unknown); the query is framed blue. Returns its size."""
+    cols = 1 + max((len(e.ref_ids) for e in examples), default=0)
+    cell = thumb + 2 * pad
+    gap = pad * 3  # between the query and its references
+    width, height = cols * cell + gap, max(len(examples), 1) * cell
+    grid = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, e in enumerate(examples):
+        y = r * cell
+        frames = [(e.query_image, (31, 111, 235), 0)]
+        frames += [(img, mark(e.query_label, lab), cell * (c + 1) + gap)
+                   for c, (img, lab) in enumerate(zip(e.ref_images, e.ref_labels))]
+        for img, colour, x in frames:
+            draw.rectangle((x + 1, y + 1, x + cell - 2, y + cell - 2), fill=colour)  # 1 px white between cells
+            grid.paste(thumbnail(img, thumb), (x + pad, y + pad))
+    grid.save(path, format="PNG", optimize=True)
+    return grid.size
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1400px}
+h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0} td,th{padding:3px 10px;border-bottom:1px solid #eaeef2;text-align:left}
+th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.row{display:flex;align-items:flex-start;gap:6px;margin:10px 0;flex-wrap:nowrap;overflow-x:auto}
+.cell{display:flex;flex-direction:column;align-items:center;font-size:11px;width:104px;flex:none}
+.cell img{border:4px solid #8c8c8c;width:96px;height:96px}
+.q img{border-color:#1f6feb}.ok img{border-color:#2ea043}.bad img{border-color:#cf222e}
+.cell span{max-width:104px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.meta{color:#57606a;font-size:13px}.sep{width:10px;flex:none}
+"""
+
+
+def _cell(uri: str, cls: str, lines: Sequence[str]) -> str:
+    text = "".join(f"<span title='{html.escape(t, quote=True)}'>{html.escape(t)}</span>" for t in lines)
+    return f"<div class='cell {cls}'><img src='{uri}' alt=''>{text}</div>"
+
+
+def _example_row(e: Example, thumb: int) -> str:
+    head = [e.query_id] + ([f"class {e.query_label}"] if e.query_label is not None else [])
+    if e.ap is not None:
+        head.append(f"AP {e.ap:.3f}" + (f" · fold {e.fold}" if e.fold is not None else ""))
+    cells = [_cell(data_uri(thumbnail(e.query_image, thumb)), "q", head), "<div class='sep'></div>"]
+    scores = e.scores if e.scores is not None else [None] * len(e.ref_ids)
+    for n, (rid, img, lab, s) in enumerate(zip(e.ref_ids, e.ref_images, e.ref_labels, scores), 1):
+        colour = mark(e.query_label, lab)
+        cls = "ok" if colour == RIGHT else "bad" if colour == WRONG else ""
+        lines = [rid, f"{s:.3f}" if s is not None else f"#{n}"] + ([lab] if lab is not None and e.query_label is not None else [])
+        cells.append(_cell(data_uri(thumbnail(img, thumb)), cls, lines))
+    return "<div class='row'>" + "".join(cells) + "</div>"
+
+
+def _table(df: pd.DataFrame, floats: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        tds = []
+        for c, v in zip(df.columns, row):
+            if c in floats:
+                tds.append(f"<td class='num'>{v:.3f}</td>")
+            elif isinstance(v, (int, np.integer)):
+                tds.append(f"<td class='num'>{v}</td>")
+            else:
+                tds.append(f"<td>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_html(summary: pd.DataFrame, valid_examples: Sequence[Example], classes: pd.DataFrame,
+                pairs: pd.DataFrame, test_examples: Sequence[Example], grid_name: str,
+                title: str = "Retrieval report", thumb: int = 96) -> str:
+    """The whole page as one string: summary, validation examples (right/wrong marked), per-class
+    AP (hardest first), the most confused pairs, and test examples (no labels)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             "<p class='meta'>Validation: each fold's held-out classes, ranked by that fold's model with the "
+             "configured re-ranking; frames: <b style='color:#2ea043'>same class</b>, "
+             "<b style='color:#cf222e'>other class</b>, <b style='color:#1f6feb'>query</b>. "
+             f"A PNG of the validation rows: <a href='{html.escape(grid_name)}'>{html.escape(grid_name)}</a>.</p>",
+             "<h2>Validation summary</h2>", _table(summary, floats=("map@1000", "p@1")),
+             f"<h2>Validation queries, worst to best ({len(valid_examples)})</h2>"]
+    parts += [_example_row(e, thumb) for e in valid_examples]
+    parts += ["<h2>Hardest classes (per-class AP of the validation queries, lowest first)</h2>",
+              _table(classes, floats=("ap", "p_at_1")),
+              "<h2>Most confused pairs (wrong first results)</h2>",
+              _table(pairs, floats=("share",)) if len(pairs) else "<p>No wrong first result.</p>",
+              f"<h2>Test queries ({len(test_examples)}), fused ranking of the submission</h2>"]
+    parts += [_example_row(e, thumb) for e in test_examples]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# -- the report of a pipeline run ----------------------------------------------------------------
+
+def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequence[str | Path],
+                submission: str | Path, out_dir: str | Path) -> dict:
+    """Write ``index.html`` and ``grid.png`` under ``out_dir``; return a summary dict.
+
+    ``params`` is the whole :class:`retrieval.config.Params` (``cv.folds``, ``rerank`` to rank
+    each fold's validation queries as the pipeline does, ``report`` for sizes); ``valid_paths``
+    holds each fold's ``valid.npz``, in ``cv.folds`` order.
+    """
+    from retrieval.data import scan_test
+    from retrieval.features import load_features
+    from retrieval.io import atomic_path
+    from retrieval.metrics import ranking_ap
+    from retrieval.rerank import rank
+    from retrieval.submission import read_submission
+
+    root, out_dir = Path(root), Path(out_dir)
+    rp, cfg = params.rerank, params.report
+    image_of = dict(zip(folds["id"].astype(str), folds["image"].astype(str)))
+    rows, examples, q_all, ap_all, hit_all, ranked_labels = [], [], [], [], [], []
+    for fold, path in zip(params.cv.folds, valid_paths):
+        v = load_features(path)
+        if v.labels is None or v.roles is None:
+            raise ValueError(f"{path}: a validation feature file needs labels and roles")
+        q = v.roles == "query"
+        qids, rids, ql, rl = v.ids[q], v.ids[~q], v.labels[q], v.labels[~q]
+        k = min(rp.k, int((~q).sum()))
+        scores, idx = rank(v.embeddings[q], v.embeddings[~q], rp, k)
+        ap = ranking_ap(idx, ql, rl, rp.k)
+        hit = np.array([r[0] >= 0 and rl[r[0]] == lab for r, lab in zip(idx, ql)]) if k else np.zeros(len(ql), bool)
+        rows.append({"fold": str(fold), "queries": int(q.sum()), "references": int((~q).sum()),
+                     "map@1000": float(ap.mean()) if len(ap) else 0.0, "p@1": float(hit.mean()) if len(hit) else 0.0})
+        for i in range(len(qids)):
+            top = [j for j in idx[i, :cfg.top] if j >= 0]
+            examples.append(Example(qids[i], root / image_of[qids[i]], ql[i], [rids[j] for j in top],
+                                    [root / image_of[rids[j]] for j in top], [rl[j] for j in top],
+                                    [float(scores[i, c]) for c in range(len(top))], float(ap[i]), fold))
+        q_all += ql.tolist()
+        ap_all.append(ap)
+        hit_all.append(hit)
+        ranked_labels.append((idx, ql, rl))
+    ap_all, hit_all = np.concatenate(ap_all), np.concatenate(hit_all)
+    rows.append({"fold": "all", "queries": int(len(ap_all)), "references": int(sum(r["references"] for r in rows)),
+                 "map@1000": float(ap_all.mean()) if len(ap_all) else 0.0,
+                 "p@1": float(hit_all.mean()) if len(hit_all) else 0.0})
+    summary = pd.DataFrame(rows)
+    classes = class_table(q_all, ap_all, hit_all)
+    pairs = pd.concat([confused_pairs(i, ql, rl, top=1, limit=10**9) for i, ql, rl in ranked_labels])
+    if len(pairs):  # pairs of different folds never share a class: concatenating the counts is exact
+        pairs = pairs.sort_values(["count", "query_label", "retrieved_label"], ascending=[False, True, True],
+                                  kind="stable").head(10).reset_index(drop=True)
+    valid_examples = [examples[i] for i in pick_examples(ap_all, cfg.n_valid)]
+
+    sub = read_submission(submission)
+    tq, tr = scan_test(root, "query"), scan_test(root, "reference")
+    q_img, r_img = dict(zip(tq["id"], tq["image"])), dict(zip(tr["id"], tr["image"]))
+    rng = np.random.default_rng(cfg.seed)
+    test_ids = sorted(sub)
+    picked = sorted(rng.choice(len(test_ids), size=min(cfg.n_test, len(test_ids)), replace=False)) if test_ids else []
+    test_examples = []
+    for i in picked:
+        qid = test_ids[i]
+        refs = sub[qid][:cfg.top]
+        test_examples.append(Example(qid, root / q_img[qid], None, refs, [root / r_img[r] for r in refs],
+                                     [None] * len(refs), None))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "grid.png") as tmp:
+        size = render_grid(valid_examples, tmp, cfg.thumb)
+    page = render_html(summary, valid_examples, classes, pairs, test_examples, "grid.png", thumb=cfg.thumb)
+    with atomic_path(out_dir / "index.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return {"valid_examples": len(valid_examples), "test_examples": len(test_examples), "grid_size": list(size),
+            "classes": int(len(classes)), "hardest_class": classes["label"].iloc[0] if len(classes) else None,
+            "map@1000": float(summary["map@1000"].iloc[-1])}
