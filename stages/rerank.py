@@ -1,8 +1,12 @@
-"""rerank: exact search with faiss, then DBA and alpha-QE as params choose, for one fold.
+"""rerank: exact search with faiss, then the re-ranking steps params choose, for one fold.
+
+Steps (rerank.steps, in order): DBA and alpha-QE on the vectors, then at most one of
+k-reciprocal re-ranking or kNN-graph diffusion.
 
 Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract)
-Writes  ``--ranking`` (top-k references of every test query, with scores)
-        and ``--metrics``: validation mAP@1000 and P@1 with no re-ranking and after each step
+Writes  ``--ranking`` (top-k references of every test query, with scores),
+        ``--metrics``: validation mAP@1000 and P@1 with no re-ranking, each step alone and
+        the whole chain, and ``--ablation``: the same as a table (method, map@1000, p@1)
 Params  rerank
 """
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import pandas as pd
 from retrieval.cli import stage
 from retrieval.config import load_params
 from retrieval.ensemble import save_ranking
 from retrieval.features import load_features
-from retrieval.io import write_json
+from retrieval.io import atomic_path, write_json
 from retrieval.rerank import rank, validation_ablation
 
 
@@ -26,6 +31,7 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name}", required=True, help=f"{name} feature file from extract")
     ap.add_argument("--ranking", required=True, help="top-k references of each test query (.npz)")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--ablation", required=True, help="CSV of the validation ablation, for dvc plots")
     args = ap.parse_args(argv)
     rp = load_params(args.params).rerank
     query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
@@ -35,6 +41,9 @@ def main(argv=None) -> int:
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
     save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
     write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
+    table = pd.DataFrame([{"method": name, "map@1000": m["map@1000"], "p@1": m["p@1"]} for name, m in ablation.items()])
+    with atomic_path(args.ablation) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
     print("rerank fold {}: ".format(query.meta.get("fold")) +
           ", ".join(f"{k} {v['map@1000']:.4f}" for k, v in ablation.items()))
     return 0

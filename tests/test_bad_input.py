@@ -260,7 +260,7 @@ def test_undecodable_query_can_get_an_empty_ranking(tmp_path, monkeypatch):
     assert extract.main(args) == 0
     assert json.loads(Path("m.json").read_text())["empty_queries"] == 1
     assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz",
-                        "--ranking", "rk0.npz", "--metrics", "rm0.json"]) == 0
+                        "--ranking", "rk0.npz", "--metrics", "rm0.json", "--ablation", "ra0.csv"]) == 0
     Path("rk1.npz").write_bytes(Path("rk0.npz").read_bytes())
     Path("rm1.json").write_text(Path("rm0.json").read_text())
     assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",

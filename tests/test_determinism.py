@@ -64,7 +64,7 @@ def _run_pipeline() -> None:
                   "--metrics", f"extract/fold{f}/metrics.json")
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
-                  "--metrics", f"rerank/fold{f}/metrics.json")
+                  "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv")
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
               "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
               "--metrics", "ensemble/metrics.json")
