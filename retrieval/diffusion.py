@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from retrieval.kreciprocal import DECIMALS, neighbour_lists, top_columns
 from retrieval.metrics import topk_indices
@@ -100,12 +101,13 @@ def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 50, alpha: f
 
     starts = range(0, n_q, block)
     workers = max(1, min(n_threads or os.cpu_count() or 1, len(starts)))
+    progress = dict(desc="diffusion", total=len(starts), unit="block", disable=None, leave=False)
     if workers == 1:
-        for a in starts:
+        for a in tqdm(starts, **progress):
             run(a)
     else:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, starts))
+            list(tqdm(pool.map(run, starts), **progress))
     return out_s, out_i
 
 

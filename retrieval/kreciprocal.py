@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from retrieval.search import knn
 
@@ -107,7 +108,7 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, k1: int = 20, k2: 
     chunk = max(1, _BLOCK // max(n_g, 1))
     out_s = np.empty((n_q, kb), np.float32)
     out_i = np.empty((n_q, kb), np.int64)
-    for a in range(0, n_q, chunk):
+    for a in tqdm(range(0, n_q, chunk), desc="k-reciprocal", unit="block", disable=None, leave=False):
         b = min(a + chunk, n_q)
         sims = queries[a:b].astype(np.float64) @ refs64.T  # [c, G]
         if lam == 1.0:
