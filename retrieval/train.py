@@ -309,6 +309,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
                  fold, len(classes), len(ds), len(valid_df), m0["map@1000"])
 
     step = start_epoch * steps_per_epoch
+    epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold}", unit="epoch", disable=None)
     for epoch in range(start_epoch + 1, tp.epochs + 1):
         set_train_mode(model, frozen)
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
@@ -319,7 +320,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         if sampler is not None:
             sampler.set_epoch(epoch)
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"fold {fold} epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
         for x, y in bar:
             loss = forward_loss(model, loss_fn, x, y, device, dtype, tp.channels_last)
             if not torch.isfinite(loss):
@@ -345,6 +346,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         history.append(row)
         log.info("fold %d epoch %d: loss %.4f, val mAP@1000 %.4f, P@1 %.4f, %.1f img/s",
                  fold, epoch, row["train_loss"], m["map@1000"], m["p@1"], row["train_img_per_s"])
+        epochs_bar.update(1)
+        epochs_bar.set_postfix({"val mAP@1000": f"{m['map@1000']:.4f}", "best": f"{max(best['map@1000'], m['map@1000']):.4f}"})
         if m["map@1000"] > best["map@1000"]:
             best, best_state = {"epoch": epoch, **m}, _cpu_copy(model.state_dict())
         if state_path is not None:
@@ -355,6 +358,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "rng": _rng_state(loader.generator)}, tmp)
 
+    epochs_bar.close()
     _save_model(model_path, best_state,
                 {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"]})
     hist = pd.DataFrame(history)
