@@ -109,6 +109,7 @@ class ExtractParams(Section):
     # test or validation images); 0 = off
     whiten_dim: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=0)
+    amp: Literal["auto", "bf16", "off"] = "auto"  # as train.amp
 
     @field_validator("scales")
     @classmethod

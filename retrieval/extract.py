@@ -30,11 +30,11 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     sets = {"query": scan_test(root, "query"), "reference": scan_test(root, "reference"), "valid": valid}
     empty = check_test_images(root, sets["query"], sets["reference"], xp.bad_query)
     info = {"fold": fold, "backbone": meta["backbone"], "image_size": xp.image_size, "flip_tta": xp.flip_tta,
-            "scales": list(xp.scales), "whiten_dim": xp.whiten_dim}
+            "scales": list(xp.scales), "whiten_dim": xp.whiten_dim, "amp": xp.amp}
 
     def embed(images: list[str], desc: str) -> tuple[np.ndarray, float]:
         return embed_tta(model, meta, root, images, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
-                         xp.num_workers, desc=desc)
+                         xp.num_workers, xp.amp, desc=desc)
 
     whitening, rates, feats = None, {}, {}
     if xp.whiten_dim:

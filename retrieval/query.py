@@ -50,7 +50,7 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
         model, meta = model_from_checkpoint(model_pattern.format(fold=fold))
         emb, _ = embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
                            refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
-                           num_workers=0, desc=f"embed fold {fold}")
+                           num_workers=0, amp=refs.meta.get("amp", "auto"), desc=f"embed fold {fold}")
         whitening = load_whitening(whitening_pattern.format(fold=fold))
         if whitening is not None:
             emb = apply_whitening(emb, *whitening)
