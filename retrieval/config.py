@@ -139,6 +139,18 @@ class DiffusionParams(Section):
     query_k: int = Field(5, ge=1)  # references a query starts the diffusion from
 
 
+class IndexParams(Section):
+    """The faiss index of the references: exact (default) or approximate for large galleries."""
+    kind: Literal["exact", "hnsw", "ivfpq"] = "exact"
+    hnsw_m: int = Field(32, ge=4)  # HNSW: links per node
+    ef_construction: int = Field(80, ge=8)  # HNSW: candidates while building
+    ef_search: int = Field(256, ge=1)  # HNSW: candidates while searching (>= k for a full list)
+    nlist: int = Field(0, ge=0)  # IVF: inverted lists; 0 = about 4 sqrt(N)
+    nprobe: int = Field(32, ge=1)  # IVF: lists visited per query
+    pq_m: int = Field(64, ge=1)  # PQ: sub-quantisers of 8 bits (must divide the dimension)
+    seed: int = 0  # IVF: k-means and training sample
+
+
 EMBEDDING_STEPS = ("dba", "qe")  # change vectors; any number, in order
 RANKING_STEPS = ("kreciprocal", "diffusion")  # produce the final ranking; at most one, last
 
@@ -150,6 +162,7 @@ class RerankParams(Section):
     qe: QEParams = QEParams()
     kreciprocal: KReciprocalParams = KReciprocalParams()
     diffusion: DiffusionParams = DiffusionParams()
+    index: IndexParams = IndexParams()
 
     @field_validator("steps")
     @classmethod
@@ -160,6 +173,14 @@ class RerankParams(Section):
         if len(ranking) > 1 or (ranking and ranking[0] != len(v) - 1):
             raise ValueError("kreciprocal or diffusion must be the last step, and only one of them")
         return v
+
+    @model_validator(mode="after")
+    def _exact_for_graph_steps(self) -> "RerankParams":
+        graph = [s for s in self.steps if s in RANKING_STEPS]
+        if graph and self.index.kind != "exact":
+            raise ValueError(f"rerank.index.kind {self.index.kind} works with dba and qe only; "
+                             f"{graph[0]} needs the exact index")
+        return self
 
 
 class EnsembleParams(Section):

@@ -16,26 +16,30 @@ from retrieval.search import knn
 
 def expand(vectors: np.ndarray, database: np.ndarray, scores: np.ndarray, indices: np.ndarray,
            alpha: float) -> np.ndarray:
-    """normalise(v + sum_j max(s_j, 0)^alpha * database[i_j]) for each row's neighbours."""
+    """normalise(v + sum_j max(s_j, 0)^alpha * database[i_j]) for each row's neighbours
+    (a missing neighbour, index -1 from an approximate index, weighs nothing)."""
     w = np.maximum(scores, 0.0).astype(np.float32) ** np.float32(alpha)  # [N, k]
-    out = vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[indices])
+    w = np.where(indices < 0, np.float32(0.0), w)
+    out = vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[np.maximum(indices, 0)])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int, alpha: float) -> np.ndarray:
-    """alpha-weighted query expansion with each query's top ``k`` database neighbours."""
+def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int, alpha: float, index=None) -> np.ndarray:
+    """alpha-weighted query expansion with each query's top ``k`` database neighbours
+    (found with ``index``, a :class:`retrieval.config.IndexParams`; None = exact)."""
     if k <= 0:
         return queries.astype(np.float32)
-    scores, idx = knn(queries, database, k)
+    scores, idx = knn(queries, database, k, index)
     return expand(queries, database, scores, idx, alpha)
 
 
-def dba(database: np.ndarray, k: int, alpha: float) -> np.ndarray:
-    """Database-side augmentation: each row expanded with its top ``k`` other database rows."""
+def dba(database: np.ndarray, k: int, alpha: float, index=None) -> np.ndarray:
+    """Database-side augmentation: each row expanded with its top ``k`` other database rows
+    (found with ``index``, as in :func:`alpha_qe`)."""
     if k <= 0:
         return database.astype(np.float32)
-    scores, idx = knn(database, database, k + 1)
+    scores, idx = knn(database, database, k + 1, index)
     # drop each row's own match; with duplicate rows the self match may not come first
     own = idx == np.arange(len(database))[:, None]
     keep = ~own
@@ -51,14 +55,15 @@ def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
 
     Steps run in order (default: ``p.steps``): ``dba`` re-writes the database vectors, ``qe``
     the query vectors; ``kreciprocal`` or ``diffusion``, if present, is last and makes the final
-    ranking from the vectors as they then are. With no ranking step it is exact cosine search.
+    ranking from the vectors as they then are. With no ranking step it is cosine search with
+    ``p.index`` (exact by default).
     """
     steps = p.steps if steps is None else list(steps)
     for step in steps:
         if step == "dba":
-            database = dba(database, p.dba.k, p.dba.alpha)
+            database = dba(database, p.dba.k, p.dba.alpha, p.index)
         elif step == "qe":
-            queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha)
+            queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha, p.index)
         elif step == "kreciprocal":
             from retrieval.kreciprocal import k_reciprocal
             c = p.kreciprocal
@@ -69,7 +74,7 @@ def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
             return diffusion(queries, database, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
         else:
             raise ValueError(f"unknown re-ranking step {step!r}")
-    return knn(queries, database, k)
+    return knn(queries, database, k, p.index)
 
 
 def validation_ablation(valid, p: RerankParams, k: int = 1000) -> dict:

@@ -1,27 +1,87 @@
-"""Exact nearest-neighbour search by inner product (cosine on L2-normalised rows) with faiss."""
+"""Nearest-neighbour search by inner product (cosine on L2-normalised rows) with faiss.
+
+:func:`knn` is exact (``IndexFlatIP``). :func:`build_index` and :func:`search` add the
+approximate indexes for galleries beyond what exact search serves: HNSW (``IndexHNSWFlat``)
+and IVF with product quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
+"""
 from __future__ import annotations
+
+import math
 
 import faiss
 import numpy as np
 
 
-def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _sorted(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best first; equal scores by the lower index; missing results (-1) last with score -inf."""
+    scores = np.where(idx < 0, -np.inf, scores).astype(np.float32)
+    order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1).astype(np.int64)
+
+
+def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` database rows for each query by inner product, best first.
 
     Returns ``(scores, indices)``, both [Q, min(k, N)]; scores float32, indices int64.
     Equal scores inside a returned list are ordered by the lower database index (faiss does
     not promise an order among ties); which of several tied items at the k-th place makes the
-    list is faiss' choice.
+    list is faiss' choice. ``index`` (:class:`retrieval.config.IndexParams`, or None for exact)
+    selects an approximate index, built on ``database`` for this call; an approximate list
+    may hold fewer than k results, padded with index -1 and score -inf.
     """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    database = np.ascontiguousarray(database, dtype=np.float32)
+    queries, database = _f32(queries), _f32(database)
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
         raise ValueError(f"shapes do not match: queries {queries.shape}, database {database.shape}")
     k = min(k, len(database))
     if k == 0 or len(queries) == 0:
         return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
-    index = faiss.IndexFlatIP(database.shape[1])
+    return search(build_index(database, index), queries, k)
+
+
+def build_index(database: np.ndarray, p=None) -> faiss.Index:
+    """A faiss inner-product index holding ``database``: exact unless ``p.kind`` says otherwise.
+
+    - ``hnsw``: ``IndexHNSWFlat`` with ``p.hnsw_m`` links, ``ef_construction``, ``ef_search``;
+    - ``ivfpq``: ``IndexIVFPQ`` with ``p.nlist`` lists (0: 4 sqrt(N), at most N / 39 so that
+      k-means has 39 points a centroid), ``p.pq_m`` 8-bit sub-quantisers, trained on at most
+      256 vectors a list (a seeded sample), searched with ``p.nprobe`` lists.
+    """
+    database = _f32(database)
+    n, d = database.shape
+    kind = "exact" if p is None else p.kind
+    if kind == "exact":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = p.ef_construction
+        index.hnsw.efSearch = p.ef_search
+    elif kind == "ivfpq":
+        if d % p.pq_m:
+            raise ValueError(f"rerank.index.pq_m {p.pq_m} must divide the embedding dimension {d}")
+        nlist = p.nlist or int(round(4 * math.sqrt(n)))
+        nlist = max(1, min(nlist, n // 39))
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, p.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = p.seed
+        index.pq.cp.seed = p.seed
+        n_train = min(n, 256 * nlist)
+        sample = np.random.default_rng(p.seed).choice(n, n_train, replace=False) if n_train < n else np.arange(n)
+        index.train(database[np.sort(sample)])
+        index.nprobe = min(p.nprobe, nlist)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
     index.add(database)
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``index`` for each query, ordered as :func:`knn` orders them."""
+    k = min(k, index.ntotal)
+    queries = _f32(queries)
+    if k == 0 or len(queries) == 0:
+        return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
     scores, idx = index.search(queries, k)
-    order = np.lexsort((idx, -scores), axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1)
+    return _sorted(scores, idx)

@@ -5,7 +5,7 @@ import pytest
 from retrieval.config import QEParams, RerankParams
 from retrieval.ensemble import fuse_rankings
 from retrieval.metrics import retrieval_metrics
-from retrieval.rerank import alpha_qe, dba, rank
+from retrieval.rerank import alpha_qe, dba, expand, rank
 from retrieval.search import knn
 
 
@@ -192,3 +192,53 @@ def test_fuse_golden_and_padding():
     assert fi.tolist() == [[0, 2, 1, -1]]
     np.testing.assert_allclose(fs[0, :3], [0.4, 0.1, 0.0], atol=1e-6)
     assert fs[0, 3] == -np.inf
+
+
+# -- approximate indexes ---------------------------------------------------------------------
+
+def _clustered_unit(n, d, n_clusters, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d))
+    x = centres[rng.integers(0, n_clusters, n)] + 0.3 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_approximate_index_recalls_the_exact_neighbours(kind):
+    from retrieval.config import IndexParams
+    db = _clustered_unit(4000, 32, 40, seed=0)
+    q = _clustered_unit(200, 32, 40, seed=1)
+    p = IndexParams(kind=kind, pq_m=8, nprobe=16)
+    _, exact = knn(q, db, 20)
+    s, approx = knn(q, db, 20, p)
+    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
+    assert recall > 0.6, recall  # approximate, but finding most of the true neighbours
+    found = approx >= 0
+    assert np.all(np.diff(np.where(found, s, -np.inf), axis=1) <= 1e-6)  # best first
+    assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in approx)  # no repeats
+
+
+def test_exact_index_params_equal_plain_knn():
+    from retrieval.config import IndexParams
+    db, q = _clustered_unit(300, 16, 5, seed=2), _clustered_unit(20, 16, 5, seed=3)
+    for a, b in zip(knn(q, db, 10), knn(q, db, 10, IndexParams())):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_neighbours_weigh_nothing_in_expansion():
+    # an approximate list may end in -1 padding: expand must ignore it even for alpha 0
+    db = np.eye(3, dtype=np.float32)
+    v = np.array([[1.0, 0.0, 0.0]], np.float32)
+    out = expand(v, db, np.array([[0.5, -np.inf]], np.float32), np.array([[1, -1]]), alpha=0.0)
+    np.testing.assert_allclose(out, [[1 / np.sqrt(2), 1 / np.sqrt(2), 0.0]], atol=1e-6)
+
+
+def test_index_params_refused_where_they_cannot_work():
+    from retrieval.config import IndexParams, parse_params
+    from retrieval.io import InputError
+    from retrieval.search import build_index
+    with pytest.raises(InputError, match="rerank.index.kind hnsw works with dba and qe only; diffusion"):
+        parse_params({"rerank": {"index": {"kind": "hnsw"}}})  # the default steps end in diffusion
+    assert parse_params({"rerank": {"steps": ["dba", "qe"], "index": {"kind": "ivfpq"}}}).rerank.index.kind == "ivfpq"
+    with pytest.raises(ValueError, match="pq_m 7 must divide the embedding dimension 16"):
+        build_index(np.ones((100, 16), np.float32), IndexParams(kind="ivfpq", pq_m=7))
