@@ -11,7 +11,7 @@ from retrieval.config import ExtractParams
 from retrieval.data import check_test_images, scan_test
 from retrieval.embed import embed_tta
 from retrieval.features import Features
-from retrieval.whiten import apply_whitening, fit_pca_whitening
+from retrieval.whiten import apply_whitening, fit_pca_whitening, whitening_dim
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,24 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
         return embed_tta(model, meta, root, images, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
                          xp.num_workers, xp.amp, desc=desc)
 
-    whitening, rates, feats = None, {}, {}
+    whitening, rates, feats, dim = None, {}, {}, meta["embedding_dim"]
     if xp.whiten_dim:
         train_images = folds.loc[folds["fold"] != str(fold), "image"].tolist()
+        if len(train_images) < 2:
+            raise ValueError(f"fold {fold}: PCA whitening needs at least 2 training-class images, "
+                             f"found {len(train_images)}; set extract.whiten_dim: 0")
         emb, rates["whiten_train"] = embed(train_images, "extract whitening")
-        whitening = fit_pca_whitening(emb, xp.whiten_dim)
+        dim = whitening_dim(xp.whiten_dim, len(train_images), meta["embedding_dim"])
+        if dim < xp.whiten_dim:
+            log.warning("fold %d: extract.whiten_dim %d reduced to %d: %d training-class images give a "
+                        "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
+        whitening = fit_pca_whitening(emb, dim)
         log.info("fold %d: PCA whitening to %d dims learned on %d training-class images",
-                 fold, xp.whiten_dim, len(train_images))
+                 fold, dim, len(train_images))
+    info["whiten_dim"] = dim if whitening is not None else 0
     for name, df in sets.items():
         skip = df["id"].isin(empty).to_numpy() if name == "query" else np.zeros(len(df), bool)
-        emb = np.zeros((len(df), xp.whiten_dim or meta["embedding_dim"]), np.float32)
+        emb = np.zeros((len(df), dim), np.float32)
         e, rates[name] = embed(df["image"][~skip].tolist(), f"extract {name}")
         emb[~skip] = apply_whitening(e, *whitening) if whitening is not None else e
         extra = {"empty_queries": empty} if name == "query" else {}

@@ -40,6 +40,13 @@ def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np
     return mean.astype(np.float32), proj.astype(np.float32)
 
 
+def whitening_dim(requested: int, n_vectors: int, embedding_dim: int) -> int:
+    """The dimension whitening can honestly have: at most ``n_vectors - 1`` (the rank of the
+    centred sample covariance) and at most ``embedding_dim``. Beyond the rank, directions have
+    no variance to learn from and would only amplify noise."""
+    return max(1, min(requested, n_vectors - 1, embedding_dim))
+
+
 def apply_whitening(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """``(x - mean) @ projection``, rows L2-normalised (a zero row stays zero), float32."""
     y = (np.asarray(x, dtype=np.float32) - mean) @ projection

@@ -30,9 +30,10 @@ TINY = {
     "model": {"pretrained": "none", "embedding_dim": 16},
     "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
               "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-    # two scales and whitening: the search command below must repeat both to match the submission
+    # two scales and whitening: the search command below must repeat both to match the submission;
+    # whiten_dim 16 exceeds what 12 training images give (rank 11): it is reduced to 11
     "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
-                "scales": [1.0, 1.5], "whiten_dim": 8},
+                "scales": [1.0, 1.5], "whiten_dim": 16},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
     "ensemble": {"k": 1000},
     "report": {"n_valid": 5, "n_test": 3},
@@ -63,6 +64,8 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
                   "--metrics", f"extract/fold{f}/metrics.json")
         valid = load_features(f"extract/fold{f}/valid.npz")
         assert set(valid.roles) == {"query", "reference"}
+        n_train = int((folds["fold"] != f).sum())
+        assert valid.embeddings.shape[1] == valid.meta["whiten_dim"] == min(16, n_train - 1)
         assert set(valid.ids) == set(folds.loc[folds["fold"] == f, "id"].astype(str))
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",

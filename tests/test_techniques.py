@@ -10,7 +10,7 @@ from retrieval.data import PKSampler
 from retrieval.embed import embed_images, embed_tta, tta_sizes
 from retrieval.io import InputError
 from retrieval.model import MetricLoss, PairLoss, build_model, margin_loss, metric_loss
-from retrieval.whiten import apply_whitening, fit_pca_whitening, load_whitening, save_whitening
+from retrieval.whiten import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
 
 
 # -- PCA whitening -----------------------------------------------------------------------------
@@ -50,6 +50,13 @@ def test_whitening_shrink_bounds_tiny_directions_and_bad_input():
         fit_pca_whitening(x, 3)
     with pytest.raises(ValueError, match="at least 2"):
         fit_pca_whitening(x[:1], 1)
+
+
+def test_whitening_dim_is_capped_by_the_sample_rank():
+    assert whitening_dim(256, 1839, 512) == 256
+    assert whitening_dim(256, 80, 512) == 79  # 80 centred vectors span at most 79 directions
+    assert whitening_dim(600, 5000, 512) == 512
+    assert whitening_dim(8, 2, 16) == 1
 
 
 def test_whitening_file_round_trip(tmp_path):
