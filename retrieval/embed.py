@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from retrieval.data import ImageDataset, eval_transform, make_loader
+from retrieval.features import l2_normalise
 from retrieval.model import EmbeddingModel, autocast_dtype
 
 
@@ -63,6 +64,4 @@ def embed_tta(model: EmbeddingModel, meta: dict, root: str | Path, images: Seque
         e, _ = embed_images(model, meta, root, images, size, batch_size, flip_tta, num_workers, amp,
                             desc=f"{desc} {size}px" if len(scales) > 1 else desc)
         total = e if total is None else total + e
-    norms = np.linalg.norm(total, axis=1, keepdims=True)
-    out = np.divide(total, norms, out=np.zeros_like(total), where=norms > 0).astype(np.float32)
-    return out, len(images) / max(time.perf_counter() - start, 1e-9)
+    return l2_normalise(total), len(images) / max(time.perf_counter() - start, 1e-9)

@@ -44,6 +44,13 @@ class Features:
                         dict(self.meta))
 
 
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length, float32; an all-zero row stays zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
 def save_features(path: str | Path, feats: Features) -> None:
     arrays = {"ids": feats.ids, "embeddings": feats.embeddings,
               "meta": np.array(json.dumps(feats.meta, sort_keys=True))}

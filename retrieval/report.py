@@ -65,8 +65,14 @@ def confused_pairs(ranked: np.ndarray, query_labels: Sequence[str], ref_labels: 
     out = df.value_counts().rename("count").reset_index()
     per_class = pd.Series(ql).value_counts()
     out["share"] = out["count"] / (out["query_label"].map(per_class) * top)
-    out = out.sort_values(["count", "query_label", "retrieved_label"], ascending=[False, True, True], kind="stable")
-    return out.head(limit).reset_index(drop=True)
+    return _most_confused_first(out, limit)
+
+
+def _most_confused_first(pairs: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The first ``limit`` pairs by count, most first, ties by class names."""
+    pairs = pairs.sort_values(["count", "query_label", "retrieved_label"], ascending=[False, True, True],
+                              kind="stable")
+    return pairs.head(limit).reset_index(drop=True)
 
 
 def pick_examples(ap: np.ndarray, n: int) -> np.ndarray:
@@ -253,8 +259,7 @@ def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequ
     classes = class_table(q_all, ap_all, hit_all)
     pairs = pd.concat([confused_pairs(i, ql, rl, top=1, limit=10**9) for i, ql, rl in ranked_labels])
     if len(pairs):  # pairs of different folds never share a class: concatenating the counts is exact
-        pairs = pairs.sort_values(["count", "query_label", "retrieved_label"], ascending=[False, True, True],
-                                  kind="stable").head(10).reset_index(drop=True)
+        pairs = _most_confused_first(pairs, 10)
     valid_examples = [examples[i] for i in pick_examples(ap_all, cfg.n_valid)]
 
     sub = read_submission(submission)

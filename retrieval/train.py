@@ -262,7 +262,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         """Training image size of ``epoch`` (1-based): progressive resizing ends at final_image_size."""
         return tp.final_image_size if epoch > tp.epochs - tp.final_epochs else tp.image_size
 
-    ds = ImageDataset(root, train_df["image"], targets, train_transform(tp.image_size, meta["mean"], meta["std"], seed))
+    ds = ImageDataset(root, train_df["image"], targets, None)  # its transform is set for each epoch
     drop_last = len(ds) > tp.batch_size
     sampler = PKSampler(targets, tp.m_per_class, tp.batch_size, len(ds), seed) if tp.sampler == "pk" else None
     loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed,
@@ -314,9 +314,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         set_train_mode(model, frozen)
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
         # workers are seeded by seed_worker from the loader's generator (saved and restored)
-        if epoch_size(epoch) != epoch_size(epoch - 1) or epoch == start_epoch + 1:
-            ds.transform = train_transform(epoch_size(epoch), meta["mean"], meta["std"], seed)
-        ds.transform.set_random_seed(epoch_seed(seed, epoch))
+        ds.transform = train_transform(epoch_size(epoch), meta["mean"], meta["std"], epoch_seed(seed, epoch))
         if sampler is not None:
             sampler.set_epoch(epoch)
         start, seen, loss_sum = time.perf_counter(), 0, 0.0

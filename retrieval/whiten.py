@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.features import l2_normalise
 from retrieval.io import InputError, atomic_path
 
 
@@ -49,9 +50,7 @@ def whitening_dim(requested: int, n_vectors: int, embedding_dim: int) -> int:
 
 def apply_whitening(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """``(x - mean) @ projection``, rows L2-normalised (a zero row stays zero), float32."""
-    y = (np.asarray(x, dtype=np.float32) - mean) @ projection
-    norms = np.linalg.norm(y, axis=1, keepdims=True)
-    return np.divide(y, norms, out=np.zeros_like(y), where=norms > 0).astype(np.float32)
+    return l2_normalise((np.asarray(x, dtype=np.float32) - mean) @ projection)
 
 
 def save_whitening(path: str | Path, mean: np.ndarray | None, projection: np.ndarray | None, meta: dict) -> None:

@@ -9,7 +9,7 @@ from retrieval.config import ModelParams, TrainParams
 from retrieval.data import PKSampler
 from retrieval.embed import embed_images, embed_tta, tta_sizes
 from retrieval.io import InputError
-from retrieval.model import MetricLoss, PairLoss, build_model, margin_loss, metric_loss
+from retrieval.model import MetricLoss, PairLoss, margin_loss, metric_loss
 from retrieval.whiten import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
 
 
@@ -80,13 +80,6 @@ def test_tta_sizes_golden():
     assert tta_sizes(224, [0.75, 1.0, 1.25]) == [168, 224, 280]
     assert tta_sizes(101, [1.0]) == [104]  # 101 / 8 = 12.6 -> 13 x 8
     assert tta_sizes(60, [0.5]) == [32]  # 30 / 8 = 3.75 -> 4 x 8
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    m, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
-    return m.eval(), meta
 
 
 def test_multiscale_tta_is_normalised_sum_of_scales(tiny_model, tmp_path):

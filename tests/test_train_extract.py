@@ -3,14 +3,11 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from retrieval.config import ModelParams
 from retrieval.embed import embed_images
 from retrieval.features import Features, load_features, save_features
 from retrieval.io import InputError, atomic_path
-from retrieval.model import build_model
 from retrieval.train import lr_factor
 
 
@@ -24,15 +21,8 @@ def test_lr_factor_golden():
     assert lr_factor(0, 10, 0) == pytest.approx(1.0)  # no warm-up
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
-    return m.eval(), meta
-
-
-def test_flip_tta_makes_embeddings_mirror_invariant(model, tmp_path):
-    m, meta = model
+def test_flip_tta_makes_embeddings_mirror_invariant(tiny_model, tmp_path):
+    m, meta = tiny_model
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
