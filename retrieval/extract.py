@@ -1,5 +1,11 @@
 """One fold's feature extraction: the test queries and references and the fold's validation
-images, with multi-scale / flip TTA and optional PCA whitening learned on training classes."""
+images, with multi-scale / flip TTA and optional PCA whitening learned on training classes.
+
+A fold's model may hold several backbones (``model.backbone`` a list): each embeds every image
+and has its own whitening, and their embeddings are fused by weighted concatenation
+(:mod:`retrieval.fusion`), the weights given (``extract.member_weights``) or chosen on the
+fold's validation images: those of the classes the fold's models did not train on.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,53 +17,110 @@ from retrieval.config import ExtractParams
 from retrieval.data import check_test_images, scan_test
 from retrieval.embed import embed_tta
 from retrieval.features import Features
+from retrieval.fusion import concat_weighted, weight_grid
+from retrieval.metrics import retrieval_metrics
+from retrieval.search import knn
 from retrieval.whiten import apply_whitening, fit_pca_whitening, whitening_dim
 
 log = logging.getLogger(__name__)
 
 
-def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, model, meta: dict
-                 ) -> tuple[dict[str, Features], tuple[np.ndarray, np.ndarray] | None, dict]:
-    """Features of the ``query``, ``reference`` and ``valid`` sets, the whitening (or None), and
-    the metrics (images, images per second per set, empty queries).
+def validation_map(valid: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000) -> dict:
+    """Cosine-search metrics of a fold's validation set: its queries against its references."""
+    q = roles == "query"
+    _, idx = knn(valid[q], valid[~q], k)
+    return retrieval_metrics(idx, labels[q], labels[~q], k)
 
-    The whitening is learned on the images of the folds *other* than ``fold`` (the classes its
-    model trained on), never on validation or test images, and applied to every set.
-    An undecodable query (``bad_query: empty``) keeps its id with a zero row, listed in meta.
+
+def choose_member_weights(blocks: list[np.ndarray], roles: np.ndarray, labels: np.ndarray, step: float
+                          ) -> tuple[list[float], list[dict]]:
+    """The weights of :func:`retrieval.fusion.weight_grid` whose fusion of the validation
+    ``blocks`` scores the best cosine mAP@1000 (ties: the most even weights), and every
+    candidate's score."""
+    table = []
+    for w in weight_grid(len(blocks), step):
+        m = validation_map(concat_weighted(blocks, w), roles, labels)
+        table.append({"weights": list(w), "map@1000": m["map@1000"], "p@1": m["p@1"]})
+    best = max(range(len(table)), key=lambda i: (table[i]["map@1000"], -i))
+    return table[best]["weights"], table
+
+
+def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, models: list[tuple]
+                 ) -> tuple[dict[str, Features], list, dict]:
+    """Features of the ``query``, ``reference`` and ``valid`` sets, the whitening of each model
+    (``(mean, projection)`` or None) and the metrics (images, images per second per set and
+    backbone, empty queries, the member weights and how they were chosen).
+
+    ``models`` is the fold's [(model, meta)], one per backbone. The whitening is learned on the
+    images of the folds *other* than ``fold`` (the classes its models trained on), never on
+    validation or test images, and applied to every set. An undecodable query
+    (``bad_query: empty``) keeps its id with a zero row, listed in meta.
     """
     folds = folds.astype({"fold": str})
     valid = folds[folds["fold"] == str(fold)]
     sets = {"query": scan_test(root, "query"), "reference": scan_test(root, "reference"), "valid": valid}
     empty = check_test_images(root, sets["query"], sets["reference"], xp.bad_query)
-    info = {"fold": fold, "backbone": meta["backbone"], "image_size": xp.image_size, "flip_tta": xp.flip_tta,
-            "scales": list(xp.scales), "whiten_dim": xp.whiten_dim, "amp": xp.amp}
+    many = len(models) > 1
+    whitenings, rates, blocks, members = [], {}, {name: [] for name in sets}, []
+    for model, meta in models:
+        tag = f" {meta['backbone']}" if many else ""
 
-    def embed(images: list[str], desc: str) -> tuple[np.ndarray, float]:
-        return embed_tta(model, meta, root, images, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
-                         xp.num_workers, xp.amp, desc=desc)
+        def embed(images: list[str], desc: str) -> tuple[np.ndarray, float]:
+            return embed_tta(model, meta, root, images, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
+                             xp.num_workers, xp.amp, desc=desc + tag)
 
-    whitening, rates, feats, dim = None, {}, {}, meta["embedding_dim"]
-    if xp.whiten_dim:
-        train_images = folds.loc[folds["fold"] != str(fold), "image"].tolist()
-        if len(train_images) < 2:
-            raise ValueError(f"fold {fold}: PCA whitening needs at least 2 training-class images, "
-                             f"found {len(train_images)}; set extract.whiten_dim: 0")
-        emb, rates["whiten_train"] = embed(train_images, "extract whitening")
-        dim = whitening_dim(xp.whiten_dim, len(train_images), meta["embedding_dim"])
-        if dim < xp.whiten_dim:
-            log.warning("fold %d: extract.whiten_dim %d reduced to %d: %d training-class images give a "
-                        "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
-        whitening = fit_pca_whitening(emb, dim)
-        log.info("fold %d: PCA whitening to %d dims learned on %d training-class images",
-                 fold, dim, len(train_images))
-    info["whiten_dim"] = dim if whitening is not None else 0
+        whitening, dim = None, meta["embedding_dim"]
+        if xp.whiten_dim:
+            train_images = folds.loc[folds["fold"] != str(fold), "image"].tolist()
+            if len(train_images) < 2:
+                raise ValueError(f"fold {fold}: PCA whitening needs at least 2 training-class images, "
+                                 f"found {len(train_images)}; set extract.whiten_dim: 0")
+            emb, rates["whiten_train" + tag.replace(" ", "/")] = embed(train_images, "extract whitening")
+            dim = whitening_dim(xp.whiten_dim, len(train_images), meta["embedding_dim"])
+            if dim < xp.whiten_dim:
+                log.warning("fold %d: extract.whiten_dim %d reduced to %d: %d training-class images give a "
+                            "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
+            whitening = fit_pca_whitening(emb, dim)
+            log.info("fold %d%s: PCA whitening to %d dims learned on %d training-class images",
+                     fold, tag, dim, len(train_images))
+        whitenings.append(whitening)
+        members.append({"backbone": meta["backbone"], "dim": dim})
+        for name, df in sets.items():
+            skip = df["id"].isin(empty).to_numpy() if name == "query" else np.zeros(len(df), bool)
+            emb = np.zeros((len(df), dim), np.float32)
+            e, rates[name + tag.replace(" ", "/")] = embed(df["image"][~skip].tolist(), f"extract {name}")
+            emb[~skip] = apply_whitening(e, *whitening) if whitening is not None else e
+            blocks[name].append(emb)
+
+    chosen, table = "single backbone", []
+    weights = [1.0]
+    if many:
+        roles, labels = valid["role"].to_numpy(), valid["label"].to_numpy()
+        if xp.member_weights is not None:
+            weights, chosen = [w / sum(xp.member_weights) for w in xp.member_weights], "extract.member_weights"
+        else:
+            weights, table = choose_member_weights(blocks["valid"], roles, labels, xp.member_weight_step)
+            chosen = f"best validation cosine mAP@1000 of {len(table)} candidates"
+        log.info("fold %d: member weights %s (%s)", fold,
+                 ", ".join(f"{m['backbone']} {w:.2f}" for m, w in zip(members, weights)), chosen)
+    info = {"fold": fold, "backbone": "+".join(m["backbone"] for m in members), "members": members,
+            "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
+            "scales": list(xp.scales), "whiten_dim": xp.whiten_dim if any(w is not None for w in whitenings) else 0,
+            "amp": xp.amp}
+    if not many:
+        info["whiten_dim"] = members[0]["dim"] if whitenings[0] is not None else 0
+    feats = {}
     for name, df in sets.items():
-        skip = df["id"].isin(empty).to_numpy() if name == "query" else np.zeros(len(df), bool)
-        emb = np.zeros((len(df), dim), np.float32)
-        e, rates[name] = embed(df["image"][~skip].tolist(), f"extract {name}")
-        emb[~skip] = apply_whitening(e, *whitening) if whitening is not None else e
         extra = {"empty_queries": empty} if name == "query" else {}
-        feats[name] = Features(df["id"], emb, df.get("label"), df.get("role"), {**info, **extra})
+        feats[name] = Features(df["id"], concat_weighted(blocks[name], weights), df.get("label"), df.get("role"),
+                               {**info, **extra})
     metrics = {"images": int(sum(len(d) for d in sets.values())), "empty_queries": len(empty),
                "img_per_s": {k: round(v, 2) for k, v in rates.items()}}
-    return feats, whitening, metrics
+    if many:
+        metrics["member_weights"] = {m["backbone"]: w for m, w in zip(members, weights)}
+        metrics["member_weights_chosen_by"] = chosen
+        metrics["member_weight_candidates"] = table
+        metrics["valid_map@1000_by_member"] = {
+            m["backbone"]: validation_map(b, valid["role"].to_numpy(), valid["label"].to_numpy())["map@1000"]
+            for m, b in zip(members, blocks["valid"])}
+    return feats, whitenings, metrics

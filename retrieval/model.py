@@ -1,7 +1,9 @@
 """The embedding model: a timm backbone, GeM pooling and a linear + BN neck, L2-normalised.
 
 A checkpoint is ``{"meta": {...}, "state_dict": {...}}``; ``meta`` holds everything needed to
-rebuild the model (:func:`model_from_checkpoint`) without params.yaml.
+rebuild the model (:func:`model_from_checkpoint`) without params.yaml. A fold trained with
+several backbones writes ``{"members": [checkpoint, ...]}``, one per backbone in params order
+(:func:`models_from_checkpoint` reads both kinds).
 """
 from __future__ import annotations
 
@@ -87,6 +89,8 @@ def data_config(backbone: str) -> dict:
 
 def build_model(p: ModelParams, pretrained: str | None = None) -> tuple[EmbeddingModel, dict]:
     """The embedding model and the ``meta`` that rebuilds it."""
+    if not isinstance(p.backbone, str):
+        raise ValueError(f"build_model builds one backbone, got {p.backbone}; use p.member(name)")
     backbone = create_backbone(p.backbone, p.pretrained if pretrained is None else pretrained)
     model = EmbeddingModel(backbone, p.embedding_dim, p.gem_p)
     meta = {"backbone": p.backbone, "embedding_dim": p.embedding_dim, "gem_p": p.gem_p,
@@ -193,12 +197,15 @@ def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None
         torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[EmbeddingModel, dict]:
-    """Rebuild the model a checkpoint describes, weights loaded, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no checkpoint (run the train stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def save_members(path: str | Path, members: list[tuple[dict, dict]]) -> None:
+    """Write the checkpoint of a fold's (state_dict, meta) members: one member is written as a
+    plain checkpoint, several as ``{"members": [...]}``."""
+    ckpts = [{"meta": meta, "state_dict": sd} for sd, meta in members]
+    with atomic_path(path) as tmp:
+        torch.save(ckpts[0] if len(ckpts) == 1 else {"members": ckpts}, tmp)
+
+
+def _rebuild(ckpt: dict, path: Path) -> tuple[EmbeddingModel, dict]:
     if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a checkpoint of this pipeline (needs meta and state_dict)")
     meta = ckpt["meta"]
@@ -207,6 +214,27 @@ def model_from_checkpoint(path: str | Path) -> tuple[EmbeddingModel, dict]:
     model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.eval(), meta
+
+
+def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]]:
+    """Every model a checkpoint holds (one per backbone), rebuilt, weights loaded, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no checkpoint (run the train stage first)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt, dict) and "members" in ckpt:
+        if not isinstance(ckpt["members"], list) or not ckpt["members"]:
+            raise InputError(f"{path}: its members list is empty or not a list")
+        return [_rebuild(c, path) for c in ckpt["members"]]
+    return [_rebuild(ckpt, path)]
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[EmbeddingModel, dict]:
+    """Rebuild the model a single-backbone checkpoint describes, weights loaded, in eval mode."""
+    models = models_from_checkpoint(path)
+    if len(models) != 1:
+        raise InputError(f"{path}: holds {len(models)} backbones' models; read it with models_from_checkpoint")
+    return models[0]
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -12,7 +12,8 @@ from retrieval.embed import embed_tta
 from retrieval.ensemble import fuse_rankings
 from retrieval.features import load_features
 from retrieval.io import InputError
-from retrieval.model import model_from_checkpoint
+from retrieval.fusion import concat_weighted
+from retrieval.model import models_from_checkpoint
 from retrieval.rerank import rank
 from retrieval.whiten import apply_whitening, load_whitening
 
@@ -36,9 +37,9 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
                   whitening_pattern: str, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused top-``top`` (reference ids, scores) of each image over the folds' models.
 
-    Each fold's model embeds the images with the preprocessing its reference features were
-    made with (image size, scales and flip TTA, read from the feature file, and the fold's
-    whitening file), the configured re-ranking
+    Each fold's model (each of its backbones) embeds the images with the preprocessing its
+    reference features were made with (image size, scales and flip TTA and the backbones'
+    weights, read from the feature file, and the fold's whitening file), the configured re-ranking
     runs against that fold's references, and the folds are fused as the ensemble stage does.
     """
     scores, indices, ref_ids = [], [], None
@@ -47,13 +48,19 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
         if ref_ids is not None and not np.array_equal(refs.ids, ref_ids):
             raise InputError(f"{reference_pattern.format(fold=fold)}: reference ids differ between folds")
         ref_ids = refs.ids
-        model, meta = model_from_checkpoint(model_pattern.format(fold=fold))
-        emb, _ = embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
-                           refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
-                           num_workers=0, amp=refs.meta.get("amp", "auto"), desc=f"embed fold {fold}")
-        whitening = load_whitening(whitening_pattern.format(fold=fold))
-        if whitening is not None:
-            emb = apply_whitening(emb, *whitening)
+        models = models_from_checkpoint(model_pattern.format(fold=fold))
+        whitenings = load_whitening(whitening_pattern.format(fold=fold))
+        if len(whitenings) != len(models):
+            raise InputError(f"{whitening_pattern.format(fold=fold)}: {len(whitenings)} whitenings for "
+                             f"{len(models)} backbones in {model_pattern.format(fold=fold)}; re-run extract")
+        blocks = []
+        for (model, meta), whitening in zip(models, whitenings):
+            emb, _ = embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
+                               refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
+                               num_workers=0, amp=refs.meta.get("amp", "auto"),
+                               desc=f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else ""))
+            blocks.append(apply_whitening(emb, *whitening) if whitening is not None else emb)
+        emb = concat_weighted(blocks, refs.meta.get("member_weights", [1.0] * len(blocks)))
         if emb.shape[1] != refs.embeddings.shape[1]:
             raise InputError(f"{reference_pattern.format(fold=fold)}: {refs.embeddings.shape[1]}-d references, "
                              f"but the model and whitening give {emb.shape[1]}-d embeddings")

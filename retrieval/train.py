@@ -31,7 +31,7 @@ from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, tr
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
 from retrieval.metrics import retrieval_metrics
-from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, set_train_mode
+from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, save_members, set_train_mode
 from retrieval.search import knn
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "last.pt"  # the resume state inside resume_dir
 STATE_VERSION = 2
 # Test hook only: a process whose environment sets this to N SIGKILLs itself right after the
-# N-th optimiser step of the run (steps counted from epoch 1, across resumes), to simulate a
+# N-th optimiser step of the run (steps counted from epoch 1, across resumes, and across the
+# backbones of a several-backbone run, each counting all its epochs' steps), to simulate a
 # crash mid-epoch. Unset (always, outside tests/test_resume.py) it does nothing.
 KILL_AT_STEP_ENV = "RETRIEVAL_TEST_KILL_AT_STEP"
 # Modules whose code decides the numbers a training run produces: a state saved by other code
@@ -218,11 +219,6 @@ def _cpu_copy(state_dict: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
 
 
-def _save_model(path: str | Path, state_dict: dict, meta: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"meta": meta, "state_dict": state_dict}, tmp)
-
-
 def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_path: str | Path,
                history_path: str | Path, resume_dir: str | Path | None = None) -> dict:
     """Train the model of ``fold`` on the other folds' classes; write the checkpoint and history.
@@ -232,13 +228,49 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     when training ends. With ``resume_dir``, the training state is saved there after every
     epoch, a matching state found there is resumed, and it is deleted once the outputs are
     written.
+
+    With several backbones (``model.backbone`` a list) each is trained in turn, as a run of its
+    own (same seed, its state under ``resume_dir/<backbone>``, so finished members are not
+    trained again after a crash); the checkpoint holds them all, the history has the first
+    backbone's columns as they are and every other column suffixed ``/<backbone>``, and the
+    metrics are the first backbone's plus ``members`` (each backbone's) and the total seconds.
     """
+    backbones = params.model.backbones
     with interrupt_main_process_only() as interrupts:  # Ctrl-C: one 'interrupted' line, no tracebacks
-        return _train_fold(params, folds, root, fold, model_path, history_path, resume_dir, interrupts)
+        results, states, steps = [], [], 0
+        for b in backbones:
+            member = params.model_copy(update={"model": params.model.member(b)})
+            sub = None if resume_dir is None else Path(resume_dir) / b if len(backbones) > 1 else Path(resume_dir)
+            results.append(_train_fold(member, folds, root, fold, sub, interrupts, steps))
+            states.append(None if sub is None else sub / STATE_FILE)
+            steps += results[-1][3].pop("_steps")
+    save_members(model_path, [(r[0], r[1]) for r in results])
+    history = results[0][2]
+    for b, r in zip(backbones[1:], results[1:]):
+        history = history.merge(r[2].rename(columns={c: f"{c}/{b}" for c in r[2].columns if c != "epoch"}),
+                                on="epoch", how="outer")
+    with atomic_path(history_path) as tmp:
+        history.to_csv(tmp, index=False, float_format="%.6g")
+    for state_path in states:  # finished: a later run (other code, --force) must not resume them
+        if state_path is not None and state_path.exists():
+            state_path.unlink()
+            for d in (state_path.parent, Path(resume_dir)):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass  # not empty, or gone
+    metrics = results[0][3]
+    if len(backbones) > 1:
+        metrics = {**metrics, "seconds": float(sum(r[3]["seconds"] for r in results)),
+                   "members": {b: r[3] for b, r in zip(backbones, results)}}
+    return metrics
 
 
-def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_path: str | Path,
-                history_path: str | Path, resume_dir: str | Path | None, interrupts: Interrupts) -> dict:
+def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None,
+                interrupts: Interrupts, steps_before: int = 0) -> tuple[dict, dict, pd.DataFrame, dict]:
+    """One backbone's run: (best state_dict, its meta, history, metrics with ``_steps``, its
+    total optimiser steps); writes only the resume state. ``steps_before`` (the steps of the
+    backbones trained before it) only offsets the test hook's step count."""
     tp, mp = params.train, params.model
     seed = params.seed + fold
     seed_everything(seed)
@@ -295,8 +327,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         history, best, best_state = state["history"], state["best"], state["best_state"]
         start_epoch = int(state["epoch"])
         _set_rng_state(state["rng"], loader.generator)
-        log.info("fold %d: resuming from %s after epoch %d of %d (best so far: epoch %d, val mAP@1000 %.4f)",
-                 fold, state_path, start_epoch, tp.epochs, best["epoch"], best["map@1000"])
+        log.info("fold %d %s: resuming from %s after epoch %d of %d (best so far: epoch %d, val mAP@1000 %.4f)",
+                 fold, mp.backbone, state_path, start_epoch, tp.epochs, best["epoch"], best["map@1000"])
         del state
     else:
         m0 = validate()
@@ -305,11 +337,11 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
                     "val_p@1": m0["p@1"], "seconds": 0.0, "train_img_per_s": float("nan")}]
         best, best_state = {"epoch": 0, **m0}, _cpu_copy(model.state_dict())
         start_epoch = 0
-        log.info("fold %d: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
-                 fold, len(classes), len(ds), len(valid_df), m0["map@1000"])
+        log.info("fold %d %s: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
+                 fold, mp.backbone, len(classes), len(ds), len(valid_df), m0["map@1000"])
 
     step = start_epoch * steps_per_epoch
-    epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold}", unit="epoch", disable=None)
+    epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold} {mp.backbone}", unit="epoch", disable=None)
     for epoch in range(start_epoch + 1, tp.epochs + 1):
         set_train_mode(model, frozen)
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
@@ -331,7 +363,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
             seen += len(x)
             loss_sum += loss.item() * len(x)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step == kill_at:
+            if step + steps_before == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             interrupts.check()
         train_s = time.perf_counter() - start
@@ -357,19 +389,10 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
                             "rng": _rng_state(loader.generator)}, tmp)
 
     epochs_bar.close()
-    _save_model(model_path, best_state,
-                {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"]})
     hist = pd.DataFrame(history)
-    with atomic_path(history_path) as tmp:
-        hist.to_csv(tmp, index=False, float_format="%.6g")
-    if state_path is not None and state_path.exists():
-        state_path.unlink()  # finished: a later run (other code, --force) must not resume it
-        try:
-            state_path.parent.rmdir()
-        except OSError:
-            pass  # not empty
     trained = hist[hist["epoch"] > 0]
-    return {
+    meta = {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"]}
+    return best_state, meta, hist, {
         "best_epoch": int(best["epoch"]),
         "val_map@1000": float(best["map@1000"]),
         "val_p@1": float(best["p@1"]),
@@ -379,4 +402,5 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model
         "valid_images": int(len(valid_df)),
         "train_img_per_s": float(trained["train_img_per_s"].mean()) if len(trained) else 0.0,
         "seconds": float(hist["seconds"].sum()),
+        "_steps": total,
     }

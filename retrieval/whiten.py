@@ -2,8 +2,8 @@
 
 Pure functions: :func:`fit_pca_whitening` learns a centring mean and a projection from a
 [N, D] matrix, :func:`apply_whitening` centres, projects and L2-normalises. A whitening file
-(``.npz``: ``mean``, ``projection``, ``meta``) carries them from extract to the search command;
-a file with ``dim`` 0 means no whitening.
+(``.npz``: ``mean_<i>``, ``projection_<i>`` for each backbone i of the fold's model, ``meta``)
+carries them from extract to the search command; an empty projection means no whitening.
 """
 from __future__ import annotations
 
@@ -53,28 +53,37 @@ def apply_whitening(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> 
     return l2_normalise((np.asarray(x, dtype=np.float32) - mean) @ projection)
 
 
-def save_whitening(path: str | Path, mean: np.ndarray | None, projection: np.ndarray | None, meta: dict) -> None:
-    """Write a whitening file; ``mean`` and ``projection`` None for 'no whitening'."""
-    if mean is None:
-        mean, projection = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
-    meta = {**meta, "dim": int(projection.shape[1])}
+def save_whitening(path: str | Path, whitenings: list, meta: dict) -> None:
+    """Write a whitening file: one (mean, projection) or None ('no whitening') per backbone."""
+    arrays = {}
+    for i, w in enumerate(whitenings):
+        mean, projection = w if w is not None else (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))
+        arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
+    meta = {**meta, "dims": [int(arrays[f"projection_{i}"].shape[1]) for i in range(len(whitenings))]}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, mean=mean, projection=projection, meta=np.array(json.dumps(meta, sort_keys=True)))
+            np.savez(fh, **arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
-def load_whitening(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, projection) of a whitening file, or None if it says no whitening."""
+def load_whitening(path: str | Path) -> list:
+    """The (mean, projection) of each backbone in a whitening file, None where it says none."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no whitening file (run the extract stage first)")
+    out = []
     try:
         with np.load(path, allow_pickle=False) as z:
-            mean, projection = z["mean"], z["projection"]
+            n = sum(1 for k in z.files if k.startswith("projection_"))
+            if n == 0 or any(f"mean_{i}" not in z.files or f"projection_{i}" not in z.files for i in range(n)):
+                raise KeyError("mean_<i> and projection_<i> for each backbone")
+            pairs = [(z[f"mean_{i}"], z[f"projection_{i}"]) for i in range(n)]
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{path}: not a whitening file ({err})") from None
-    if projection.size == 0:
-        return None
-    if projection.ndim != 2 or mean.shape != (projection.shape[0],):
-        raise InputError(f"{path}: mean {mean.shape} and projection {projection.shape} do not fit")
-    return mean, projection
+    for i, (mean, projection) in enumerate(pairs):
+        if projection.size == 0:
+            out.append(None)
+        elif projection.ndim != 2 or mean.shape != (projection.shape[0],):
+            raise InputError(f"{path}: backbone {i}: mean {mean.shape} and projection {projection.shape} do not fit")
+        else:
+            out.append((mean, projection))
+    return out

@@ -1,12 +1,15 @@
 """extract: L2-normalised float32 embeddings, with their ids, from one fold's model.
 
-Reads   ``--model`` (outputs/train/fold{k}/model.pt), ``--folds``, images under data.root
+Reads   ``--model`` (outputs/train/fold{k}/model.pt: one backbone's model, or several),
+        ``--folds``, images under data.root
 Writes  ``--query``, ``--reference`` (test sets) and ``--valid`` (the fold's validation images,
-        with labels and roles) feature files, ``--whitening`` (the PCA whitening learned on the
-        fold's training classes, or 'none'), and ``--metrics`` (images per second)
-Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim; an undecodable
-        test image is an error; with extract.bad_query: empty an undecodable query keeps a zero
-        row and is listed in the query file's meta)
+        with labels and roles) feature files, ``--whitening`` (the PCA whitening of each
+        backbone, learned on the fold's training classes, or 'none'), and ``--metrics`` (images
+        per second; with several backbones their weights, and how they were chosen)
+Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim; member_weights
+        and member_weight_step for several backbones; an undecodable test image is an error;
+        with extract.bad_query: empty an undecodable query keeps a zero row and is listed in
+        the query file's meta)
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from retrieval.config import load_params
 from retrieval.extract import extract_fold
 from retrieval.features import save_features
 from retrieval.io import write_json
-from retrieval.model import model_from_checkpoint
+from retrieval.model import models_from_checkpoint
 from retrieval.whiten import save_whitening
 
 
@@ -39,12 +42,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     p = load_params(args.params)
     torch.set_num_threads(os.cpu_count() or 1)
-    model, meta = model_from_checkpoint(args.model)
+    models = models_from_checkpoint(args.model)
     folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-    feats, whitening, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, model, meta)
+    feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models)
     for name, f in feats.items():
         save_features(getattr(args, name), f)
-    save_whitening(args.whitening, *(whitening or (None, None)), {"fold": args.fold})
+    save_whitening(args.whitening, whitenings, {"fold": args.fold})
     write_json(args.metrics, metrics)
     print(f"extract fold {args.fold}: {metrics['images']} images, "
           + ", ".join(f"{k} {v:.1f} img/s" for k, v in metrics["img_per_s"].items()))

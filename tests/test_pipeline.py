@@ -46,9 +46,13 @@ def run_stage(module: str, *args: str) -> None:
     assert mod.main(list(args)) == 0, module
 
 
-def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys):
+# the second case: two backbones per fold, their embeddings fused with weights chosen on validation
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]],
+                         ids=["one-backbone", "two-backbones"])
+def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys, backbone):
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump(TINY))
+    n_members = 1 if isinstance(backbone, str) else len(backbone)
+    Path("params.yaml").write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": backbone}}))
     run_stage("demo", "--out", "data")
     run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
     folds = pd.read_csv("split/folds.csv")
@@ -65,7 +69,12 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         valid = load_features(f"extract/fold{f}/valid.npz")
         assert set(valid.roles) == {"query", "reference"}
         n_train = int((folds["fold"] != f).sum())
-        assert valid.embeddings.shape[1] == valid.meta["whiten_dim"] == min(16, n_train - 1)
+        assert valid.embeddings.shape[1] == n_members * min(16, n_train - 1)
+        assert [m["dim"] for m in valid.meta["members"]] == [min(16, n_train - 1)] * n_members
+        assert len(valid.meta["member_weights"]) == n_members and sum(valid.meta["member_weights"]) == pytest.approx(1)
+        if n_members > 1:
+            em = json.loads(Path(f"extract/fold{f}/metrics.json").read_text())
+            assert len(em["member_weight_candidates"]) == 11 and list(em["member_weights"]) == backbone
         assert set(valid.ids) == set(folds.loc[folds["fold"] == f, "id"].astype(str))
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",

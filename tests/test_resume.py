@@ -195,3 +195,49 @@ def test_fingerprint_covers_params_fold_and_data(workdir, tmp_path):
     assert load_resume_state(tmp_path / "missing.pt", base) is None
     torch.save({"version": STATE_VERSION, "fingerprint": base, "epoch": 1}, tmp_path / "c.pt")
     assert load_resume_state(tmp_path / "c.pt", base)["epoch"] == 1
+
+
+def test_two_backbones_killed_in_the_second_resume_it_and_keep_the_first(workdir, monkeypatch):
+    """model.backbone a list: each backbone is its own seeded run (the second equals training it
+    alone), a crash in the second resumes it and does not train the finished first one again,
+    and the outputs are those of an uninterrupted run."""
+    monkeypatch.chdir(workdir)
+    pair = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
+    two = workdir / "params_two.yaml"
+    two.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": pair}}))
+    alone = workdir / "params_lite1.yaml"
+    alone.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": pair[1]}}))
+    steps_per_epoch = int((pd.read_csv("split/folds.csv")["fold"] != FOLD).sum()) // TINY["train"]["batch_size"]
+
+    run_stage("train", *train_args(two, "two_ref", "ckpt/two_ref"))
+    run_stage("train", *train_args(alone, "lite1_ref", "ckpt/lite1_ref"))
+    assert not Path("ckpt/two_ref").exists()
+    ref = load_tensors(Path("two_ref/model.pt"))
+    assert [m["meta"]["backbone"] for m in ref["members"]] == pair
+    single = load_tensors(Path("lite1_ref/model.pt"))
+    assert all(torch.equal(single["state_dict"][k], v) for k, v in ref["members"][1]["state_dict"].items())
+    hist = pd.read_csv("two_ref/history.csv")
+    assert hist["epoch"].tolist() == [0, 1, 2, 3]
+    pd.testing.assert_series_equal(hist[f"val_map@1000/{pair[1]}"],
+                                   pd.read_csv("lite1_ref/history.csv")["val_map@1000"], check_names=False)
+    metrics = yaml.safe_load(Path("two_ref/metrics.json").read_text())
+    assert set(metrics["members"]) == set(pair)
+    assert metrics["val_map@1000"] == metrics["members"][pair[0]]["val_map@1000"]
+
+    args = train_args(two, "two_run", "ckpt/two_run")
+    killed = train_subprocess(args, workdir, kill_at=3 * steps_per_epoch + steps_per_epoch + 1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert Path(f"ckpt/two_run/{pair[0]}/{STATE_FILE}").exists()  # the finished first backbone
+    assert torch.load(f"ckpt/two_run/{pair[1]}/{STATE_FILE}", weights_only=True)["epoch"] == 1
+    resumed = train_subprocess(args, workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{pair[0]}: resuming from" in resumed.stderr and "after epoch 3 of 3" in resumed.stderr
+    assert f"{pair[1]}: resuming from" in resumed.stderr and "after epoch 1 of 3" in resumed.stderr
+    assert f"fold 0 epoch 1: loss" not in resumed.stderr  # nothing trained again
+    assert not Path("ckpt/two_run").exists()
+    got = load_tensors(Path("two_run/model.pt"))
+    for m_ref, m_got in zip(ref["members"], got["members"]):
+        assert m_ref["meta"] == m_got["meta"]
+        assert all(torch.equal(m_got["state_dict"][k], v) for k, v in m_ref["state_dict"].items())
+    cols = [c for c in hist.columns if not c.startswith(("seconds", "train_img_per_s"))]
+    pd.testing.assert_frame_equal(pd.read_csv("two_run/history.csv")[cols], hist[cols], check_exact=True)

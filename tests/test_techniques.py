@@ -61,12 +61,17 @@ def test_whitening_dim_is_capped_by_the_sample_rank():
 
 def test_whitening_file_round_trip(tmp_path):
     mean, proj = np.arange(3, dtype=np.float32), np.ones((3, 2), np.float32)
-    save_whitening(tmp_path / "w.npz", mean, proj, {"fold": 1})
-    m, p = load_whitening(tmp_path / "w.npz")
+    save_whitening(tmp_path / "w.npz", [(mean, proj)], {"fold": 1})
+    [(m, p)] = load_whitening(tmp_path / "w.npz")
     np.testing.assert_array_equal(m, mean)
     np.testing.assert_array_equal(p, proj)
-    save_whitening(tmp_path / "none.npz", None, None, {"fold": 1})
-    assert load_whitening(tmp_path / "none.npz") is None
+    save_whitening(tmp_path / "none.npz", [None], {"fold": 1})
+    assert load_whitening(tmp_path / "none.npz") == [None]
+    # several backbones: one entry each, in order, 'none' kept per backbone
+    save_whitening(tmp_path / "two.npz", [(mean, proj), None, (mean[:2], proj[:2, :1])], {"fold": 1})
+    two = load_whitening(tmp_path / "two.npz")
+    assert two[1] is None and two[2][1].shape == (2, 1)
+    np.testing.assert_array_equal(two[0][1], proj)
     with pytest.raises(InputError, match="no whitening file"):
         load_whitening(tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_text("not a zip")
