@@ -91,6 +91,8 @@ class TrainParams(Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
+    freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
+    nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = True

@@ -217,12 +217,17 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images = list(images)
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
+        # set (e.g. per epoch): the transform is reseeded from (sample_seed, i) for each image,
+        # so an image's augmentation does not depend on the worker or process that loads it
+        self.sample_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
         img = load_image(self.root / self.images[i])
+        if self.sample_seed is not None:
+            self.transform.set_random_seed(int(np.random.SeedSequence([self.sample_seed, i]).generate_state(1)[0]))
         return self.transform(image=img)["image"], int(self.targets[i])
 
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from retrieval.config import Params
 from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, train_transform
+from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
 from retrieval.metrics import retrieval_metrics
@@ -45,7 +46,7 @@ STATE_VERSION = 2
 KILL_AT_STEP_ENV = "RETRIEVAL_TEST_KILL_AT_STEP"
 # Modules whose code decides the numbers a training run produces: a state saved by other code
 # is not resumed.
-_CODE = ("train.py", "model.py", "data.py", "embed.py", "metrics.py", "search.py")
+_CODE = ("train.py", "model.py", "data.py", "distributed.py", "embed.py", "metrics.py", "search.py")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.01) -> float:
@@ -126,6 +127,19 @@ def interrupt_main_process_only():
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.unraisablehook = previous_hook
+
+
+class LossOf(torch.nn.Module):
+    """Model and loss as one module (what DistributedDataParallel wraps: the margin head's
+    class centres need their gradients averaged too); ``forward(x, y)`` is :func:`forward_loss`."""
+
+    def __init__(self, model, loss_fn, device: torch.device, dtype: torch.dtype | None, channels_last: bool):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+        self.device, self.dtype, self.channels_last = device, dtype, channels_last
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return forward_loss(self.model, self.loss_fn, x, y, self.device, self.dtype, self.channels_last)
 
 
 def forward_loss(model, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -220,7 +234,7 @@ def _cpu_copy(state_dict: dict) -> dict:
 
 
 def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_path: str | Path,
-               history_path: str | Path, resume_dir: str | Path | None = None) -> dict:
+               history_path: str | Path, resume_dir: str | Path | None = None, d: Dist = Dist()) -> dict:
     """Train the model of ``fold`` on the other folds' classes; write the checkpoint and history.
 
     The checkpoint kept is the epoch with the best validation mAP@1000 (epoch 0 is the
@@ -234,6 +248,9 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     trained again after a crash); the checkpoint holds them all, the history has the first
     backbone's columns as they are and every other column suffixed ``/<backbone>``, and the
     metrics are the first backbone's plus ``members`` (each backbone's) and the total seconds.
+
+    Under torchrun (``d``, :mod:`retrieval.distributed`) every process trains its slice of each
+    global batch and rank 0 alone validates and writes; the others return the same metrics.
     """
     backbones = params.model.backbones
     with interrupt_main_process_only() as interrupts:  # Ctrl-C: one 'interrupted' line, no tracebacks
@@ -241,9 +258,12 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
         for b in backbones:
             member = params.model_copy(update={"model": params.model.member(b)})
             sub = None if resume_dir is None else Path(resume_dir) / b if len(backbones) > 1 else Path(resume_dir)
-            results.append(_train_fold(member, folds, root, fold, sub, interrupts, steps))
+            results.append(_train_fold(member, folds, root, fold, sub, interrupts, steps, d))
             states.append(None if sub is None else sub / STATE_FILE)
             steps += results[-1][3].pop("_steps")
+    if not d.main:
+        barrier(d)  # rank 0 writes the outputs
+        return results[0][3]
     save_members(model_path, [(r[0], r[1]) for r in results])
     history = results[0][2]
     for b, r in zip(backbones[1:], results[1:]):
@@ -263,19 +283,22 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     if len(backbones) > 1:
         metrics = {**metrics, "seconds": float(sum(r[3]["seconds"] for r in results)),
                    "members": {b: r[3] for b, r in zip(backbones, results)}}
+    barrier(d)
     return metrics
 
 
 def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None,
-                interrupts: Interrupts, steps_before: int = 0) -> tuple[dict, dict, pd.DataFrame, dict]:
+                interrupts: Interrupts, steps_before: int = 0, d: Dist = Dist()
+                ) -> tuple[dict, dict, pd.DataFrame, dict]:
     """One backbone's run: (best state_dict, its meta, history, metrics with ``_steps``, its
     total optimiser steps); writes only the resume state. ``steps_before`` (the steps of the
     backbones trained before it) only offsets the test hook's step count."""
     tp, mp = params.train, params.model
     seed = params.seed + fold
     seed_everything(seed)
-    torch.set_num_threads(tp.threads or os.cpu_count() or 1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if d.enabled else 1
+    torch.set_num_threads(tp.threads or max(1, (os.cpu_count() or 1) // local_world))
+    device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
 
     train_df = folds[folds["fold"] != fold].reset_index(drop=True)
     valid_df = folds[folds["fold"] == fold].reset_index(drop=True)
@@ -285,6 +308,12 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     model, meta = build_model(mp)
     meta.update(fold=fold, classes=len(classes), image_size=tp.final_image_size if tp.final_epochs else tp.image_size)
     frozen = freeze_stages(model, tp.freeze_stages)
+    if d.world > 1 and device.type == "cuda" and not tp.freeze_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # statistics of the global batch
+    elif d.world > 1 and not tp.freeze_bn and d.main:
+        log.warning("fold %d: %d CPU processes: BatchNorm statistics are each process's own slice of the "
+                    "batch (no SyncBatchNorm on the CPU); train.freeze_bn makes them batch-independent",
+                    fold, d.world)
     model.to(device)
     if tp.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -297,8 +326,17 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     ds = ImageDataset(root, train_df["image"], targets, None)  # its transform is set for each epoch
     drop_last = len(ds) > tp.batch_size
     sampler = PKSampler(targets, tp.m_per_class, tp.batch_size, len(ds), seed) if tp.sampler == "pk" else None
-    loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed,
-                         drop_last=drop_last, sampler=sampler)
+    if d.enabled:  # the single process's global batches, each cut into one slice per rank
+        check_batch(tp.batch_size, d.world, tp.m_per_class if sampler is not None else None)
+        generator = torch.Generator().manual_seed(seed)
+        order = sampler if sampler is not None else torch.utils.data.RandomSampler(ds, generator=generator)
+        batches = RankSlices(torch.utils.data.BatchSampler(order, tp.batch_size, drop_last), d.rank, d.world)
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=tp.num_workers,
+                                             worker_init_fn=seed_worker if tp.num_workers > 0 else None,
+                                             generator=generator, pin_memory=device.type == "cuda")
+    else:
+        loader = make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed,
+                             drop_last=drop_last, sampler=sampler)
     if tp.num_workers > 0:
         loader.worker_init_fn = train_worker_init
     steps_per_epoch = len(loader)
@@ -310,11 +348,17 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     opt = torch.optim.AdamW(groups, weight_decay=tp.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     dtype = autocast_dtype(tp.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 (older GPUs) only
+    step_loss = LossOf(model, loss_fn, device, dtype, tp.channels_last)
+    if d.enabled:  # gradients averaged over the processes during backward
+        step_loss = torch.nn.parallel.DistributedDataParallel(
+            step_loss, device_ids=[d.local_rank] if device.type == "cuda" else None)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)  # test hook, see KILL_AT_STEP_ENV
 
-    def validate() -> dict:
-        return evaluate(model, meta, root, valid_df, tp.val_image_size, tp.batch_size * 2,
-                        tp.num_workers, tp.amp)
+    def validate() -> dict:  # rank 0 validates, the others take its figures
+        m = evaluate(model, meta, root, valid_df, tp.val_image_size, tp.batch_size * 2,
+                     tp.num_workers, tp.amp) if d.main else None
+        return broadcast(m, d)
 
     state_path = Path(resume_dir) / STATE_FILE if resume_dir is not None else None
     fingerprint = run_fingerprint(params, fold, root, train_df, valid_df) if state_path else ""
@@ -341,23 +385,32 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
                  fold, mp.backbone, len(classes), len(ds), len(valid_df), m0["map@1000"])
 
     step = start_epoch * steps_per_epoch
-    epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold} {mp.backbone}", unit="epoch", disable=None)
+    epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold} {mp.backbone}", unit="epoch",
+                      disable=None if d.main else True)
     for epoch in range(start_epoch + 1, tp.epochs + 1):
         set_train_mode(model, frozen)
+        if tp.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
         # workers are seeded by seed_worker from the loader's generator (saved and restored)
         ds.transform = train_transform(epoch_size(epoch), meta["mean"], meta["std"], epoch_seed(seed, epoch))
+        if d.enabled:  # augmentation independent of the rank and worker that loads an image
+            ds.sample_seed = epoch_seed(seed, epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{tp.epochs}", unit="batch", disable=None, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tp.epochs}", unit="batch", disable=None if d.main else True,
+                   leave=False)
         for x, y in bar:
-            loss = forward_loss(model, loss_fn, x, y, device, dtype, tp.channels_last)
+            loss = step_loss(x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fold {fold} epoch {epoch} step {step}: loss is {loss.item()}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
             seen += len(x)
@@ -367,6 +420,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
                 os.kill(os.getpid(), signal.SIGKILL)
             interrupts.check()
         train_s = time.perf_counter() - start
+        loss_sum, seen = all_sum([loss_sum, seen], d)  # over every process's slice
         m = validate()
         interrupts.check()
         row = {"epoch": epoch, "image_size": epoch_size(epoch), "train_loss": loss_sum / max(seen, 1),
@@ -380,7 +434,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         epochs_bar.set_postfix({"val mAP@1000": f"{m['map@1000']:.4f}", "best": f"{max(best['map@1000'], m['map@1000']):.4f}"})
         if m["map@1000"] > best["map@1000"]:
             best, best_state = {"epoch": epoch, **m}, _cpu_copy(model.state_dict())
-        if state_path is not None:
+        if state_path is not None and d.main:
             with atomic_path(state_path) as tmp:
                 torch.save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch,
                             "history": history, "best": best, "best_state": best_state,

@@ -6,15 +6,22 @@ Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--h
 Keeps   with ``--resume-dir`` (checkpoints/train/fold{k}, outside DVC's outputs): the training
         state after every epoch (last.pt); a run of the same params, data and code resumes
         from it with the same results, and deletes it once the outputs are written
+Runs    in ``--nproc`` processes (DVC passes train.nproc) under torchrun, DistributedDataParallel
+        (gloo on the CPU, NCCL on CUDA); it relaunches itself under torchrun, or may be started
+        by ``torchrun --nproc-per-node N -m stages.train ...``. Rank 0 alone writes.
 Params  seed, data.root, cv, model, train
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+
 import pandas as pd
 
 from retrieval.cli import stage
 from retrieval.config import load_params
+from retrieval import distributed
 from retrieval.io import InputError, write_json
 from retrieval.train import train_fold
 
@@ -30,13 +37,25 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--resume-dir", default=None,
                     help="folder for the per-epoch resume state (last.pt); none kept if omitted")
+    ap.add_argument("--nproc", type=int, default=None, help="processes (default: train.nproc)")
     args = ap.parse_args(argv)
     p = load_params(args.params)
     if args.fold not in p.cv.folds:
         raise InputError(f"--fold {args.fold}: not one of cv.folds {p.cv.folds}")
+    nproc = p.train.nproc if args.nproc is None else args.nproc
+    if nproc > 1 and not distributed.under_torchrun():
+        return distributed.relaunch(nproc, "stages.train", sys.argv[1:] if argv is None else list(argv))
     folds = pd.read_csv(args.folds, dtype={"image": str, "id": str, "label": str}, keep_default_na=False)
-    metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history,
-                         resume_dir=args.resume_dir)
+    d = distributed.setup()
+    if not d.main:
+        logging.getLogger("retrieval").setLevel(logging.WARNING)
+    try:
+        metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history,
+                             resume_dir=args.resume_dir, d=d)
+    finally:
+        distributed.teardown(d)
+    if not d.main:
+        return 0
     write_json(args.metrics, metrics)
     print(f"train fold {args.fold}: best epoch {metrics['best_epoch']}, "
           f"val mAP@1000 {metrics['val_map@1000']:.4f} (epoch 0: {metrics['epoch0_val_map@1000']:.4f})")
