@@ -135,6 +135,9 @@ class ExtractParams(Section):
     # (cosine mAP@1000) from the grid of weights in steps of member_weight_step summing to 1
     member_weights: list[float] | None = None
     member_weight_step: float = Field(0.1, gt=0.0, le=1.0)
+    # > 0: embed each set this many images at a time into a memory map on disk (the stage's
+    # --resume-dir), so a killed run continues from its last finished shard; 0 = in memory
+    shard_size: int = Field(0, ge=0)
 
     @field_validator("member_weights")
     @classmethod

@@ -8,7 +8,10 @@ fold's validation images: those of the classes the fold's models did not train o
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,7 @@ from retrieval.features import Features
 from retrieval.fusion import concat_weighted, weight_grid
 from retrieval.metrics import retrieval_metrics
 from retrieval.search import knn
+from retrieval.shards import embed_sharded, fingerprint
 from retrieval.whiten import apply_whitening, fit_pca_whitening, whitening_dim
 
 log = logging.getLogger(__name__)
@@ -45,8 +49,16 @@ def choose_member_weights(blocks: list[np.ndarray], roles: np.ndarray, labels: n
     return table[best]["weights"], table
 
 
-def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, models: list[tuple]
-                 ) -> tuple[dict[str, Features], list, dict]:
+def model_digest(model) -> str:
+    """sha256 of a model's weights and buffers."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, models: list[tuple],
+                 work: str | Path | None = None) -> tuple[dict[str, Features], list, dict]:
     """Features of the ``query``, ``reference`` and ``valid`` sets, the whitening of each model
     (``(mean, projection)`` or None) and the metrics (images, images per second per set and
     backbone, empty queries, the member weights and how they were chosen).
@@ -55,6 +67,10 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     images of the folds *other* than ``fold`` (the classes its models trained on), never on
     validation or test images, and applied to every set. An undecodable query
     (``bad_query: empty``) keeps its id with a zero row, listed in meta.
+
+    With ``extract.shard_size`` > 0 and a ``work`` folder, each set is embedded in shards into a
+    memory map under ``work/<backbone>/<set>`` (:mod:`retrieval.shards`), and a run killed part
+    way continues from the last finished shard.
     """
     folds = folds.astype({"fold": str})
     valid = folds[folds["fold"] == str(fold)]
@@ -64,10 +80,20 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     whitenings, rates, blocks, members = [], {}, {name: [] for name in sets}, []
     for model, meta in models:
         tag = f" {meta['backbone']}" if many else ""
+        digest = model_digest(model) if xp.shard_size and work is not None else ""
 
         def embed(images: list[str], desc: str) -> tuple[np.ndarray, float]:
-            return embed_tta(model, meta, root, images, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
-                             xp.num_workers, xp.amp, desc=desc + tag)
+            def run(chunk: list[str]) -> tuple[np.ndarray, float]:
+                return embed_tta(model, meta, root, chunk, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
+                                 xp.num_workers, xp.amp, desc=desc + tag)
+            if not (xp.shard_size and work is not None and images):
+                return run(images)
+            start = time.perf_counter()
+            key = fingerprint(images, model=digest, root=str(root), image_size=xp.image_size, scales=xp.scales,
+                              flip_tta=xp.flip_tta, amp=xp.amp)
+            rows = embed_sharded(lambda chunk: run(chunk)[0], images,
+                                 Path(work) / meta["backbone"] / desc.split()[-1], xp.shard_size, key, desc + tag)
+            return rows, len(images) / max(time.perf_counter() - start, 1e-9)
 
         whitening, dim = None, meta["embedding_dim"]
         if xp.whiten_dim:

@@ -6,6 +6,9 @@ Writes  ``--query``, ``--reference`` (test sets) and ``--valid`` (the fold's val
         with labels and roles) feature files, ``--whitening`` (the PCA whitening of each
         backbone, learned on the fold's training classes, or 'none'), and ``--metrics`` (images
         per second; with several backbones their weights, and how they were chosen)
+Keeps   with ``--resume-dir`` and extract.shard_size > 0: the finished shards of embeddings
+        (checkpoints/extract/fold{k}, outside DVC's outputs), so a killed run continues; deleted
+        once the outputs are written
 Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim; member_weights
         and member_weight_step for several backbones; an undecodable test image is an error;
         with extract.bad_query: empty an undecodable query keeps a zero row and is listed in
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 import pandas as pd
 import torch
@@ -39,16 +43,20 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name}", required=True, help=f"feature file to write for the {name} images")
     ap.add_argument("--whitening", required=True, help="whitening file to write")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--resume-dir", default=None, help="folder for the finished shards (extract.shard_size > 0)")
     args = ap.parse_args(argv)
     p = load_params(args.params)
     torch.set_num_threads(os.cpu_count() or 1)
-    models = models_from_checkpoint(args.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]
     folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-    feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models)
+    feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models, args.resume_dir)
     for name, f in feats.items():
         save_features(getattr(args, name), f)
     save_whitening(args.whitening, whitenings, {"fold": args.fold})
     write_json(args.metrics, metrics)
+    if args.resume_dir and os.path.isdir(args.resume_dir):
+        shutil.rmtree(args.resume_dir)  # finished: the shards are in the outputs now
     print(f"extract fold {args.fold}: {metrics['images']} images, "
           + ", ".join(f"{k} {v:.1f} img/s" for k, v in metrics["img_per_s"].items()))
     return 0
