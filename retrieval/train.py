@@ -274,9 +274,9 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     for state_path in states:  # finished: a later run (other code, --force) must not resume them
         if state_path is not None and state_path.exists():
             state_path.unlink()
-            for d in (state_path.parent, Path(resume_dir)):
+            for folder in (state_path.parent, Path(resume_dir)):
                 try:
-                    d.rmdir()
+                    folder.rmdir()
                 except OSError:
                     pass  # not empty, or gone
     metrics = results[0][3]
