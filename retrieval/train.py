@@ -307,13 +307,16 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
 
     model, meta = build_model(mp)
     meta.update(fold=fold, classes=len(classes), image_size=tp.final_image_size if tp.final_epochs else tp.image_size)
-    frozen = freeze_stages(model, tp.freeze_stages)
     if d.world > 1 and device.type == "cuda" and not tp.freeze_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # statistics of the global batch
+        # statistics of the global batch; timm's conversion keeps its BatchNormAct layers' activations.
+        # Before freezing, so that the frozen list holds the converted modules.
+        from timm.layers import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model)
     elif d.world > 1 and not tp.freeze_bn and d.main:
         log.warning("fold %d: %d CPU processes: BatchNorm statistics are each process's own slice of the "
                     "batch (no SyncBatchNorm on the CPU); train.freeze_bn makes them batch-independent",
                     fold, d.world)
+    frozen = freeze_stages(model, tp.freeze_stages)
     model.to(device)
     if tp.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -91,3 +91,25 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
             update += float(((ref - w0[name]).double() ** 2).sum())
     assert update > 1.0  # training moved the weights
     assert (diff / update) ** 0.5 < 0.02, (diff / update) ** 0.5
+
+
+def test_sync_batchnorm_conversion_keeps_activations_and_checkpoint_keys():
+    """On CUDA with several processes BatchNorm becomes SyncBatchNorm (timm's conversion, which
+    keeps the activation fused into timm's BatchNormAct); the state dict must still load into
+    the plain model that extract rebuilds, and eval outputs must not change."""
+    from timm.layers import convert_sync_batchnorm
+
+    from retrieval.config import ModelParams
+    from retrieval.model import build_model
+
+    torch.manual_seed(0)
+    plain, _ = build_model(ModelParams(embedding_dim=8), pretrained="none")
+    plain.eval()
+    synced = convert_sync_batchnorm(build_model(ModelParams(embedding_dim=8), pretrained="none")[0])
+    synced.load_state_dict(plain.state_dict())
+    synced.eval()
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert list(synced.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(synced(x), plain(x))  # same activations: none lost
