@@ -120,8 +120,8 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
 
     chosen, table = "single backbone", []
     weights = [1.0]
+    roles, labels = valid["role"].to_numpy(), valid["label"].to_numpy()
     if many:
-        roles, labels = valid["role"].to_numpy(), valid["label"].to_numpy()
         if xp.member_weights is not None:
             weights, chosen = [w / sum(xp.member_weights) for w in xp.member_weights], "extract.member_weights"
         else:
@@ -131,10 +131,9 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
                  ", ".join(f"{m['backbone']} {w:.2f}" for m, w in zip(members, weights)), chosen)
     info = {"fold": fold, "backbone": "+".join(m["backbone"] for m in members), "members": members,
             "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
-            "scales": list(xp.scales), "whiten_dim": xp.whiten_dim if any(w is not None for w in whitenings) else 0,
-            "amp": xp.amp}
-    if not many:
-        info["whiten_dim"] = members[0]["dim"] if whitenings[0] is not None else 0
+            "scales": list(xp.scales), "amp": xp.amp,
+            # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
+            "whiten_dim": members[0]["dim"] if whitenings[0] is not None else 0}
     feats = {}
     for name, df in sets.items():
         extra = {"empty_queries": empty} if name == "query" else {}
@@ -147,6 +146,5 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
         metrics["member_weights_chosen_by"] = chosen
         metrics["member_weight_candidates"] = table
         metrics["valid_map@1000_by_member"] = {
-            m["backbone"]: validation_map(b, valid["role"].to_numpy(), valid["label"].to_numpy())["map@1000"]
-            for m, b in zip(members, blocks["valid"])}
+            m["backbone"]: validation_map(b, roles, labels)["map@1000"] for m, b in zip(members, blocks["valid"])}
     return feats, whitenings, metrics

@@ -34,14 +34,6 @@ def concat_weighted(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> n
     return np.concatenate([l2_normalise(b) * np.float32(np.sqrt(wm)) for b, wm in zip(blocks, w)], axis=1)
 
 
-def reweight(fused: np.ndarray, dims: Sequence[int], weights: Sequence[float]) -> np.ndarray:
-    """A fused matrix's blocks (of widths ``dims``) re-weighted with ``weights``."""
-    if sum(dims) != fused.shape[1]:
-        raise ValueError(f"block widths {list(dims)} do not add up to {fused.shape[1]} columns")
-    bounds = np.cumsum([0, *dims])
-    return concat_weighted([fused[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])], weights)
-
-
 def weight_grid(n: int, step: float) -> list[tuple[float, ...]]:
     """Every weight vector of ``n`` entries that are multiples of ``step`` and sum to 1, ordered
     from the most even to the least (so that ties between scores go to the even weights)."""

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.io import atomic_path
+from retrieval.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,6 @@ def fingerprint(images: Sequence[str], **what) -> str:
     for img in images:
         h.update(img.encode() + b"\0")
     return h.hexdigest()
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, sort_keys=True))
 
 
 def embed_sharded(embed: Callable[[list[str]], np.ndarray], images: Sequence[str], work: str | Path,
@@ -80,10 +75,10 @@ def embed_sharded(embed: Callable[[list[str]], np.ndarray], images: Sequence[str
             raise ValueError(f"embedding shard {s}: {rows.shape[0]} rows for {b - a} images")
         if matrix is None:  # the width is known once the first shard is embedded
             matrix = np.lib.format.open_memmap(matrix_path, mode="w+", dtype=np.float32, shape=(n, rows.shape[1]))
-            _write_json(manifest_path, {"key": key, "n": n, "shard_size": shard_size, "dim": int(rows.shape[1])})
+            write_json(manifest_path, {"key": key, "n": n, "shard_size": shard_size, "dim": int(rows.shape[1])})
         matrix[a:b] = rows
         matrix.flush()
-        _write_json(progress_path, {"shards": s + 1, "of": n_shards})
+        write_json(progress_path, {"shards": s + 1, "of": n_shards})
         bar.update(b - a)
     bar.close()
     if matrix is None:  # no images at all
