@@ -431,8 +431,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
                "val_map@1000": m["map@1000"], "val_p@1": m["p@1"],
                "seconds": time.perf_counter() - start, "train_img_per_s": seen / max(train_s, 1e-9)}
         history.append(row)
-        log.info("fold %d epoch %d: loss %.4f, val mAP@1000 %.4f, P@1 %.4f, %.1f img/s",
-                 fold, epoch, row["train_loss"], m["map@1000"], m["p@1"], row["train_img_per_s"])
+        log.info("fold %d %s epoch %d: loss %.4f, val mAP@1000 %.4f, P@1 %.4f, %.1f img/s",
+                 fold, mp.backbone, epoch, row["train_loss"], m["map@1000"], m["p@1"], row["train_img_per_s"])
         epochs_bar.update(1)
         epochs_bar.set_postfix({"val mAP@1000": f"{m['map@1000']:.4f}", "best": f"{max(best['map@1000'], m['map@1000']):.4f}"})
         if m["map@1000"] > best["map@1000"]:
