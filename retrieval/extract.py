@@ -20,20 +20,12 @@ from retrieval.config import ExtractParams
 from retrieval.data import check_test_images, scan_test
 from retrieval.embed import embed_tta
 from retrieval.features import Features
-from retrieval.fusion import concat_weighted, weight_grid
-from retrieval.metrics import retrieval_metrics
-from retrieval.search import knn
+from retrieval.fusion import concat_weighted, normalise_weights, weight_grid
+from retrieval.search import validation_map
 from retrieval.shards import embed_sharded, fingerprint
 from retrieval.whiten import apply_whitening, fit_pca_whitening, whitening_dim
 
 log = logging.getLogger(__name__)
-
-
-def validation_map(valid: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000) -> dict:
-    """Cosine-search metrics of a fold's validation set: its queries against its references."""
-    q = roles == "query"
-    _, idx = knn(valid[q], valid[~q], k)
-    return retrieval_metrics(idx, labels[q], labels[~q], k)
 
 
 def choose_member_weights(blocks: list[np.ndarray], roles: np.ndarray, labels: np.ndarray, step: float
@@ -123,7 +115,7 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     roles, labels = valid["role"].to_numpy(), valid["label"].to_numpy()
     if many:
         if xp.member_weights is not None:
-            weights, chosen = [w / sum(xp.member_weights) for w in xp.member_weights], "extract.member_weights"
+            weights, chosen = normalise_weights(xp.member_weights, len(models)).tolist(), "extract.member_weights"
         else:
             weights, table = choose_member_weights(blocks["valid"], roles, labels, xp.member_weight_step)
             chosen = f"best validation cosine mAP@1000 of {len(table)} candidates"

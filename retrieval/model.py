@@ -193,8 +193,8 @@ def metric_loss(mp: ModelParams, tp, n_classes: int) -> MetricLoss:
 
 
 def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+    """Write a single model's checkpoint (:func:`save_members` with one member)."""
+    save_members(path, [(model.state_dict(), meta)])
 
 
 def save_members(path: str | Path, members: list[tuple[dict, dict]]) -> None:

@@ -3,6 +3,7 @@
 :func:`knn` is exact (``IndexFlatIP``). :func:`build_index` and :func:`search` add the
 approximate indexes for galleries beyond what exact search serves: HNSW (``IndexHNSWFlat``)
 and IVF with product quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
+:func:`validation_map` scores exact search on a validation set (its queries against its references).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import math
 
 import faiss
 import numpy as np
+
+from retrieval.metrics import retrieval_metrics
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -85,3 +88,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
         return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
     scores, idx = index.search(queries, k)
     return _sorted(scores, idx)
+
+
+def validation_map(embeddings: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000) -> dict:
+    """Exact cosine-search metrics (:func:`retrieval.metrics.retrieval_metrics`) of a validation
+    set: its rows of role ``query`` against its other rows."""
+    q = np.asarray(roles) == "query"
+    labels = np.asarray(labels)
+    _, idx = knn(embeddings[q], embeddings[~q], k)
+    return retrieval_metrics(idx, labels[q], labels[~q], k)

@@ -31,9 +31,8 @@ from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, tr
 from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
-from retrieval.metrics import retrieval_metrics
 from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, save_members, set_train_mode
-from retrieval.search import knn
+from retrieval.search import validation_map
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +157,7 @@ def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int,
     """mAP@k and P@1 of the fold's validation queries against its validation references."""
     emb, rate = embed_images(model, meta, root, valid["image"].tolist(), image_size, batch_size,
                              num_workers=num_workers, amp=amp, desc="validate")
-    q = (valid["role"] == "query").to_numpy()
-    _, idx = knn(emb[q], emb[~q], k)
-    labels = valid["label"].to_numpy()
-    return retrieval_metrics(idx, labels[q], labels[~q], k)
+    return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k)
 
 
 # -- resume state ------------------------------------------------------------------------------
@@ -258,9 +254,10 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
         for b in backbones:
             member = params.model_copy(update={"model": params.model.member(b)})
             sub = None if resume_dir is None else Path(resume_dir) / b if len(backbones) > 1 else Path(resume_dir)
-            results.append(_train_fold(member, folds, root, fold, sub, interrupts, steps, d))
+            *result, member_steps = _train_fold(member, folds, root, fold, sub, interrupts, steps, d)
+            results.append(result)
             states.append(None if sub is None else sub / STATE_FILE)
-            steps += results[-1][3].pop("_steps")
+            steps += member_steps
     if not d.main:
         barrier(d)  # rank 0 writes the outputs
         return results[0][3]
@@ -289,9 +286,9 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
 
 def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None,
                 interrupts: Interrupts, steps_before: int = 0, d: Dist = Dist()
-                ) -> tuple[dict, dict, pd.DataFrame, dict]:
-    """One backbone's run: (best state_dict, its meta, history, metrics with ``_steps``, its
-    total optimiser steps); writes only the resume state. ``steps_before`` (the steps of the
+                ) -> tuple[dict, dict, pd.DataFrame, dict, int]:
+    """One backbone's run: (best state_dict, its meta, history, metrics, its total optimiser
+    steps); writes only the resume state. ``steps_before`` (the steps of the
     backbones trained before it) only offsets the test hook's step count."""
     tp, mp = params.train, params.model
     seed = params.seed + fold
@@ -459,5 +456,4 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         "valid_images": int(len(valid_df)),
         "train_img_per_s": float(trained["train_img_per_s"].mean()) if len(trained) else 0.0,
         "seconds": float(hist["seconds"].sum()),
-        "_steps": total,
-    }
+    }, total
