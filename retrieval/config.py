@@ -82,11 +82,18 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=0)  # 0: no training, the pretrained backbone and an untrained neck
     image_size: int = Field(192, ge=32)
     val_image_size: int = Field(224, ge=32)
     batch_size: int = Field(32, ge=2)
-    lr: float = Field(1e-3, gt=0.0)  # backbone and neck
+    lr: float = Field(1e-3, gt=0.0)  # the neck (and GeM's p)
+    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # backbone lr = lr x this
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each backbone stage below the last: lr x this once more
+    head_warmup_epochs: int = Field(0, ge=0)  # first epochs with the whole backbone frozen (neck and head only)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: validate and keep an EMA of the weights (per step)
+    # WiSE-FT: also validate (1 - a) x the pretrained start + a x the last epoch's weights for each a;
+    # the best of these and of every epoch is kept
+    wise_alphas: list[float] = []
     head_lr: float = Field(1e-2, gt=0.0)  # margin head's class centres
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
@@ -107,6 +114,13 @@ class TrainParams(Section):
     final_image_size: int | None = Field(None, ge=32)
     final_epochs: int = Field(0, ge=0)
 
+    @field_validator("wise_alphas")
+    @classmethod
+    def _alphas(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < a < 1.0 for a in v) or len(set(v)) != len(v):
+            raise ValueError("must be distinct mixing weights strictly between 0 and 1, e.g. [0.25, 0.5, 0.75]")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainParams":
         if self.sampler == "pk" and self.batch_size % self.m_per_class:
@@ -114,6 +128,9 @@ class TrainParams(Section):
                              f"train.m_per_class {self.m_per_class} with sampler pk")
         if self.final_epochs > self.epochs:
             raise ValueError(f"train.final_epochs {self.final_epochs} exceeds train.epochs {self.epochs}")
+        if self.head_warmup_epochs and self.head_warmup_epochs >= self.epochs:
+            raise ValueError(f"train.head_warmup_epochs {self.head_warmup_epochs} leaves no epoch of "
+                             f"train.epochs {self.epochs} to train the backbone")
         if self.final_epochs and self.final_image_size is None:
             raise ValueError("train.final_epochs needs train.final_image_size")
         return self

@@ -114,6 +114,19 @@ def freeze_stages(model: EmbeddingModel, n_stages: int) -> list[nn.Module]:
     return frozen
 
 
+def backbone_layer_ids(backbone: nn.Module) -> tuple[dict[str, int], int]:
+    """Each backbone parameter's layer (0 = the stem, then one per stage, as timm's coarse
+    ``group_matcher`` groups them) and the top layer's id; a backbone without a group matcher
+    is one layer."""
+    names = [n for n, _ in backbone.named_parameters()]
+    if not hasattr(backbone, "group_matcher"):
+        return dict.fromkeys(names, 0), 0
+    from timm.models import group_parameters
+    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    ids = {name: int(layer) for layer, members in groups.items() for name in members}
+    return {n: ids.get(n, 0) for n in names}, max(ids.values(), default=0)
+
+
 def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
     model.train()
     for m in frozen:

@@ -9,6 +9,7 @@ difference: rows of epochs before the resume keep the timings of the run that di
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -31,13 +32,14 @@ from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, tr
 from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
 from retrieval.io import atomic_path
-from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, save_members, set_train_mode
+from retrieval.model import (autocast_dtype, backbone_layer_ids, build_model, freeze_stages, metric_loss,
+                             save_members, set_train_mode)
 from retrieval.search import validation_map
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "last.pt"  # the resume state inside resume_dir
-STATE_VERSION = 2
+STATE_VERSION = 3
 # Test hook only: a process whose environment sets this to N SIGKILLs itself right after the
 # N-th optimiser step of the run (steps counted from epoch 1, across resumes, and across the
 # backbones of a several-backbone run, each counting all its epochs' steps), to simulate a
@@ -55,6 +57,68 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.0
     span = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / span, 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model, loss_fn, tp) -> list[dict]:
+    """The optimiser's groups: one per backbone layer (stem, stages) at ``lr x backbone_lr_scale x
+    layer_decay ** (layers above it)``, the neck and pooling at ``lr``, the margin head at
+    ``head_lr``. Frozen parameters are left out; ``backbone`` marks the backbone's groups."""
+    ids, top = backbone_layer_ids(model.backbone)
+    layers: dict[int, list] = {}
+    for name, prm in model.backbone.named_parameters():
+        if prm.requires_grad:
+            layers.setdefault(ids[name], []).append(prm)
+    base = tp.lr * tp.backbone_lr_scale
+    groups = [{"params": ps, "lr": base * tp.layer_decay ** (top - i), "backbone": True}
+              for i, ps in sorted(layers.items())]
+    rest = [prm for name, prm in model.named_parameters() if not name.startswith("backbone.") and prm.requires_grad]
+    groups.append({"params": rest, "lr": tp.lr, "backbone": False})
+    if list(loss_fn.parameters()):  # the margin head's class centres, at their own rate
+        groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr, "backbone": False})
+    return groups
+
+
+def group_schedules(groups: list[dict], total: int, warmup: int, head_steps: int) -> list:
+    """LambdaLR factors per group: the neck and head warm up and decay over the whole run; the
+    backbone stays at 0 for the ``head_steps`` of the head warm-up, then warms up and decays over
+    the steps left."""
+    def backbone(step: int) -> float:
+        return 0.0 if step < head_steps else lr_factor(step - head_steps, total - head_steps, warmup)
+
+    def rest(step: int) -> float:
+        return lr_factor(step, total, warmup)
+    return [backbone if g["backbone"] else rest for g in groups]
+
+
+class EMA:
+    """Exponential moving average of a model's weights and buffers, updated after every step;
+    the decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so the average
+    follows the first steps closely (as timm's ModelEmaV3)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            e = self.state[k]
+            e.lerp_(v.detach(), 1.0 - d) if e.is_floating_point() else e.copy_(v)
+        self.updates += 1
+
+
+def interpolate(start: dict, end: dict, alpha: float) -> dict:
+    """WiSE-FT's weight-space mix ``(1 - alpha) x start + alpha x end`` of two state dicts of one
+    model; integer tensors (BatchNorm's step counts) are taken from ``end``."""
+    return {k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v.clone() for k, v in end.items()}
+
+
+def set_backbone_frozen(model, trainable: list[torch.nn.Parameter], frozen: bool) -> None:
+    """Head warm-up: stop (or restart) the gradients of the backbone's trainable parameters;
+    :func:`set_train_mode` then keeps the whole backbone in eval mode."""
+    for prm in trainable:
+        prm.requires_grad_(not frozen)
 
 
 def seed_everything(seed: int) -> None:
@@ -158,6 +222,20 @@ def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int,
     emb, rate = embed_images(model, meta, root, valid["image"].tolist(), image_size, batch_size,
                              num_workers=num_workers, amp=amp, desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k)
+
+
+def _wise(start: dict, last: dict, tp, best: dict, best_state: dict, validate) -> tuple[dict, dict, dict]:
+    """Validate each WiSE-FT mix of the start and the last epoch's weights; return the best of
+    them and of the epochs (the mix's record carries its ``alpha``) and every mix's mAP@1000."""
+    scores = {}
+    for alpha in tp.wise_alphas:
+        mixed = interpolate(start, last, alpha)
+        m = validate(mixed)
+        scores[str(alpha)] = m["map@1000"]
+        log.info("WiSE-FT alpha %.2f: val mAP@1000 %.4f, P@1 %.4f", alpha, m["map@1000"], m["p@1"])
+        if m["map@1000"] > best["map@1000"]:
+            best, best_state = {"epoch": tp.epochs, **m, "alpha": alpha}, mixed
+    return best, best_state, scores
 
 
 # -- resume state ------------------------------------------------------------------------------
@@ -342,21 +420,26 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     steps_per_epoch = len(loader)
     total = steps_per_epoch * tp.epochs
     warmup = int(round(tp.warmup_epochs * steps_per_epoch))
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": tp.lr}]
-    if list(loss_fn.parameters()):  # the margin head's class centres, at their own rate
-        groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr})
+    groups = param_groups(model, loss_fn, tp)
+    backbone_trainable = [prm for g in groups if g["backbone"] for prm in g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=tp.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, group_schedules(groups, total, warmup, tp.head_warmup_epochs * steps_per_epoch))
+    ema = EMA(model, tp.ema_decay) if tp.ema_decay > 0 else None
+    shown = copy.deepcopy(model) if ema is not None else model  # the weights validated and kept
     dtype = autocast_dtype(tp.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 (older GPUs) only
     step_loss = LossOf(model, loss_fn, device, dtype, tp.channels_last)
     if d.enabled:  # gradients averaged over the processes during backward
         step_loss = torch.nn.parallel.DistributedDataParallel(
-            step_loss, device_ids=[d.local_rank] if device.type == "cuda" else None)
+            step_loss, device_ids=[d.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=tp.head_warmup_epochs > 0)  # the frozen backbone has no gradients
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)  # test hook, see KILL_AT_STEP_ENV
 
-    def validate() -> dict:  # rank 0 validates, the others take its figures
-        m = evaluate(model, meta, root, valid_df, tp.val_image_size, tp.batch_size * 2,
+    def validate(weights: dict | None = None) -> dict:  # rank 0 validates, the others take its figures
+        if weights is not None or ema is not None:
+            shown.load_state_dict(weights if weights is not None else ema.state)
+        m = evaluate(shown, meta, root, valid_df, tp.val_image_size, tp.batch_size * 2,
                      tp.num_workers, tp.amp) if d.main else None
         return broadcast(m, d)
 
@@ -368,7 +451,10 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         loss_fn.load_state_dict(state["loss_fn"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.state, ema.updates = {k: v.to(device) for k, v in state["ema"].items()}, state["ema_updates"]
         history, best, best_state = state["history"], state["best"], state["best_state"]
+        start_state = state["start_state"]
         start_epoch = int(state["epoch"])
         _set_rng_state(state["rng"], loader.generator)
         log.info("fold %d %s: resuming from %s after epoch %d of %d (best so far: epoch %d, val mAP@1000 %.4f)",
@@ -377,9 +463,11 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     else:
         m0 = validate()
         interrupts.check()
-        history = [{"epoch": 0, "image_size": tp.val_image_size, "train_loss": float("nan"), "lr": 0.0, "val_map@1000": m0["map@1000"],
+        history = [{"epoch": 0, "image_size": tp.val_image_size, "train_loss": float("nan"), "lr": 0.0,
+                    "backbone_lr": 0.0, "val_map@1000": m0["map@1000"],
                     "val_p@1": m0["p@1"], "seconds": 0.0, "train_img_per_s": float("nan")}]
-        best, best_state = {"epoch": 0, **m0}, _cpu_copy(model.state_dict())
+        best, best_state = {"epoch": 0, **m0}, _cpu_copy(shown.state_dict())
+        start_state = best_state
         start_epoch = 0
         log.info("fold %d %s: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
                  fold, mp.backbone, len(classes), len(ds), len(valid_df), m0["map@1000"])
@@ -388,7 +476,9 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     epochs_bar = tqdm(total=tp.epochs, initial=start_epoch, desc=f"fold {fold} {mp.backbone}", unit="epoch",
                       disable=None if d.main else True)
     for epoch in range(start_epoch + 1, tp.epochs + 1):
-        set_train_mode(model, frozen)
+        head_only = epoch <= tp.head_warmup_epochs
+        set_backbone_frozen(model, backbone_trainable, head_only)
+        set_train_mode(model, [model.backbone] if head_only else frozen)
         if tp.freeze_bn:
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -412,6 +502,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             seen += len(x)
             loss_sum += loss.item() * len(x)
@@ -424,7 +516,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         m = validate()
         interrupts.check()
         row = {"epoch": epoch, "image_size": epoch_size(epoch), "train_loss": loss_sum / max(seen, 1),
-               "lr": opt.param_groups[0]["lr"],
+               "lr": opt.param_groups[-2 if list(loss_fn.parameters()) else -1]["lr"],  # the neck's
+               "backbone_lr": max((g["lr"] for g in opt.param_groups if g["backbone"]), default=0.0),
                "val_map@1000": m["map@1000"], "val_p@1": m["p@1"],
                "seconds": time.perf_counter() - start, "train_img_per_s": seen / max(train_s, 1e-9)}
         history.append(row)
@@ -433,24 +526,35 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         epochs_bar.update(1)
         epochs_bar.set_postfix({"val mAP@1000": f"{m['map@1000']:.4f}", "best": f"{max(best['map@1000'], m['map@1000']):.4f}"})
         if m["map@1000"] > best["map@1000"]:
-            best, best_state = {"epoch": epoch, **m}, _cpu_copy(model.state_dict())
+            best, best_state = {"epoch": epoch, **m}, _cpu_copy(shown.state_dict())
         if state_path is not None and d.main:
             with atomic_path(state_path) as tmp:
                 torch.save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch,
-                            "history": history, "best": best, "best_state": best_state,
+                            "history": history, "best": best, "best_state": best_state, "start_state": start_state,
                             "model": model.state_dict(), "loss_fn": loss_fn.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "ema": None if ema is None else _cpu_copy(ema.state),
+                            "ema_updates": 0 if ema is None else ema.updates,
                             "rng": _rng_state(loader.generator)}, tmp)
 
     epochs_bar.close()
+    wise = {}
+    if tp.wise_alphas and tp.epochs:
+        best, best_state, wise = _wise(start_state, _cpu_copy(shown.state_dict()), tp, best, best_state, validate)
+    if tp.epochs and best["epoch"] == 0 and d.main:
+        log.warning("fold %d %s: training did not help: no epoch beat the pretrained model's validation "
+                    "mAP@1000 %.4f; the checkpoint is the untrained epoch 0", fold, mp.backbone, best["map@1000"])
     hist = pd.DataFrame(history)
     trained = hist[hist["epoch"] > 0]
-    meta = {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"]}
+    meta = {**meta, "epoch": int(best["epoch"]), "val_map@1000": best["map@1000"], "wise_alpha": best.get("alpha")}
     return best_state, meta, hist, {
         "best_epoch": int(best["epoch"]),
         "val_map@1000": float(best["map@1000"]),
         "val_p@1": float(best["p@1"]),
         "epoch0_val_map@1000": float(history[0]["val_map@1000"]),
+        "training_helped": bool(best["epoch"] > 0),
+        "wise_alpha": best.get("alpha"),
+        "wise_val_map@1000": wise,
         "train_images": int(len(ds)),
         "train_classes": int(len(classes)),
         "valid_images": int(len(valid_df)),

@@ -25,7 +25,7 @@ def test_repository_params_are_valid_and_complete():
     ({"train": {"epoch": 3}}, "train.epoch: is not a known key"),
     ({"trian": {}}, "trian: is not a known key"),
     ({"train": {"epochs": "many"}}, "train.epochs"),
-    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"epochs": -1}}, "train.epochs"),
     ({"split": {"query_fraction": 1.5}}, "split.query_fraction"),
     ({"cv": {"folds": [0, 3]}}, "cv.folds"),
     ({"cv": {"folds": [1, 1]}}, "cv.folds"),

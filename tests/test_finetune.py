@@ -1,0 +1,196 @@
+"""Fine-tuning that protects the pretrained features: per-layer learning rates, the head
+warm-up schedule, the weight EMA, ``train.epochs: 0`` and the warning when training did not help."""
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from retrieval import train as train_mod
+from retrieval.config import ModelParams, TrainParams, parse_params
+from retrieval.model import backbone_layer_ids, build_model, metric_loss
+from retrieval.train import EMA, group_schedules, param_groups, train_fold
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    torch.manual_seed(0)
+    model, _ = build_model(ModelParams(embedding_dim=8), pretrained="none")
+    return model
+
+
+def test_backbone_layers_are_stem_then_stages(lite0):
+    ids, top = backbone_layer_ids(lite0.backbone)
+    assert top == 7  # stem = 0, the 7 stages of EfficientNet-lite = 1..7 (conv_head joins the last)
+    assert ids["conv_stem.weight"] == 0 and ids["blocks.0.0.conv_dw.weight"] == 1
+    assert ids["blocks.6.0.conv_pw.weight"] == 7 and ids["conv_head.weight"] == 7
+
+
+def test_param_groups_golden_rates_and_each_parameter_once(lite0):
+    tp = TrainParams(lr=1e-3, backbone_lr_scale=0.1, layer_decay=0.5, head_lr=1e-2)
+    loss_fn = metric_loss(ModelParams(embedding_dim=8), tp, 5)
+    groups = param_groups(lite0, loss_fn, tp)
+    backbone = [g for g in groups if g["backbone"]]
+    # top stage at lr x 0.1 = 1e-4, each layer below it halved; stem (7 layers down) 1e-4 / 128
+    assert [g["lr"] for g in backbone] == pytest.approx([1e-4 * 0.5 ** (7 - i) for i in range(8)])
+    assert [g["lr"] for g in groups[-2:]] == [1e-3, 1e-2]  # neck + GeM p, then the head
+    ids = [id(p) for g in groups for p in g["params"]]
+    expected = [p for p in lite0.parameters()] + list(loss_fn.parameters())
+    assert sorted(ids) == sorted(id(p) for p in expected)  # every trainable parameter, once
+
+
+def test_param_groups_leave_out_frozen_parameters(lite0):
+    tp = TrainParams()
+    for p in lite0.backbone.conv_stem.parameters():
+        p.requires_grad_(False)
+    try:
+        groups = param_groups(lite0, metric_loss(ModelParams(embedding_dim=8), tp, 5), tp)
+        held = {id(p) for g in groups for p in g["params"]}
+        assert id(lite0.backbone.conv_stem.weight) not in held
+        assert id(lite0.backbone.bn1.weight) in held  # the stem's BatchNorm was not frozen here
+    finally:
+        for p in lite0.backbone.conv_stem.parameters():
+            p.requires_grad_(True)
+
+
+def test_group_schedules_hold_the_backbone_during_head_warmup():
+    groups = [{"backbone": True}, {"backbone": False}]
+    backbone, rest = group_schedules(groups, total=10, warmup=2, head_steps=4)
+    assert [backbone(s) for s in range(4)] == [0.0] * 4
+    assert backbone(4) == pytest.approx(0.5) and backbone(5) == pytest.approx(1.0)  # its own warm-up
+    assert backbone(10) == pytest.approx(0.01)  # the same end as the rest
+    assert [rest(s) for s in (0, 1, 2)] == pytest.approx([0.5, 1.0, 1.0])
+    same, _ = group_schedules(groups, total=10, warmup=2, head_steps=0)
+    assert [same(s) for s in range(11)] == [rest(s) for s in range(11)]
+
+
+def test_ema_golden_with_its_decay_ramp():
+    net = torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = EMA(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(10.0)
+    net.num_batches_tracked.fill_(7)
+    ema.update(net)  # decay min(0.5, 1/10) = 0.1: 0.1 * 0 + 0.9 * 10 = 9
+    assert ema.state["weight"].item() == pytest.approx(9.0)
+    assert ema.state["num_batches_tracked"].item() == 7  # integers are copied, not averaged
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema.update(net)  # decay min(0.5, 2/11) = 2/11: 9 * 2/11
+    assert ema.state["weight"].item() == pytest.approx(18 / 11)
+    for _ in range(20):
+        ema.update(net)  # the ramp passes 0.5 after 8 updates; then halves every step
+    assert ema.state["weight"].item() == pytest.approx(18 / 11 * np.prod([min(0.5, (1 + n) / (10 + n)) for n in range(2, 22)]))
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"train": {"epochs": 2, "head_warmup_epochs": 2}}, "train.head_warmup_epochs"),
+    ({"train": {"backbone_lr_scale": 0}}, "train.backbone_lr_scale"),
+    ({"train": {"layer_decay": 1.5}}, "train.layer_decay"),
+    ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"train": {"wise_alphas": [0.5, 1.0]}}, "train.wise_alphas"),
+])
+def test_bad_recipe_params_are_refused(raw, needle):
+    from retrieval.io import InputError
+    with pytest.raises(InputError, match=needle.replace(".", r"\.")):
+        parse_params(raw)
+
+
+TINY = {"seed": 1, "model": {"pretrained": "none", "embedding_dim": 16},
+        "train": {"epochs": 2, "image_size": 48, "val_image_size": 48, "batch_size": 8, "num_workers": 0,
+                  "freeze_stages": 0, "warmup_epochs": 0.5}}
+
+
+def _tiny_folds(root, n_classes=4, per_class=6):
+    from PIL import Image
+    rng, rows = np.random.default_rng(0), []
+    for c in range(n_classes):
+        colour = rng.integers(0, 255, 3)
+        for i in range(per_class):
+            img = np.clip(colour + rng.normal(0, 30, (48, 48, 3)), 0, 255).astype(np.uint8)
+            path = root / f"train/c{c}/{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path)
+            role = "reference" if i % 2 else "query"
+            rows.append({"image": f"train/c{c}/{i}.png", "id": f"c{c}_{i}", "label": f"c{c}",
+                         "fold": int(c >= 2), "role": role})
+    return pd.DataFrame(rows)
+
+
+def test_epochs_zero_keeps_the_pretrained_model(tmp_path):
+    folds = _tiny_folds(tmp_path)
+    p = parse_params({**TINY, "train": {**TINY["train"], "epochs": 0}})
+    metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    assert metrics["best_epoch"] == 0 and metrics["training_helped"] is False
+    assert pd.read_csv(tmp_path / "h.csv")["epoch"].tolist() == [0]
+    torch.manual_seed(p.seed + 0)  # train_fold seeds with seed + fold before building the model
+    fresh, _ = build_model(p.model)
+    saved = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_warns_when_no_epoch_beats_the_pretrained_model(tmp_path, monkeypatch, caplog):
+    folds = _tiny_folds(tmp_path)
+    scores = iter([0.9, 0.5, 0.6])  # epoch 0, 1, 2: training only made it worse
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: {"map@1000": next(scores), "p@1": 1.0})
+    with caplog.at_level(logging.WARNING, logger="retrieval.train"):
+        metrics = train_fold(parse_params(TINY), folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    assert metrics["best_epoch"] == 0 and metrics["training_helped"] is False
+    assert "training did not help" in caplog.text and "0.9000" in caplog.text
+
+
+def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tmp_path, monkeypatch):
+    """One epoch of two with the backbone frozen: after it, backbone weights and BatchNorm
+    statistics are the pretrained ones, the neck moved; with an EMA the validated and kept
+    weights are the average's."""
+    folds = _tiny_folds(tmp_path)
+    seen = []
+
+    def record(model, *a, **k):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}  # each epoch better: the last is kept
+    monkeypatch.setattr(train_mod, "evaluate", record)
+    p = parse_params({**TINY, "train": {**TINY["train"], "head_warmup_epochs": 1, "ema_decay": 0.5}})
+    train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    start, after_head, end = seen
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert all(torch.equal(after_head[k], start[k]) for k in backbone)  # weights and BN statistics
+    assert not torch.equal(after_head["neck.0.weight"], start["neck.0.weight"])
+    assert any(not torch.equal(end[k], start[k]) for k in backbone)  # epoch 2 trained it
+    saved = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], end[k]) for k in end)  # the EMA weights validated are the ones kept
+    hist = pd.read_csv(tmp_path / "h.csv")
+    # the learning rates of the next step: the backbone's own warm-up has begun (half of lr 1e-3)
+    assert hist["backbone_lr"].tolist()[:2] == pytest.approx([0.0, 5e-4])
+
+
+def test_interpolate_golden_and_ends():
+    start = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}
+    end = {"w": torch.tensor([4.0, 2.0]), "n": torch.tensor(9)}
+    mixed = train_mod.interpolate(start, end, 0.25)
+    assert mixed["w"].tolist() == [1.0, 2.0] and mixed["n"].item() == 9
+    assert torch.equal(train_mod.interpolate(start, end, 1.0)["w"], end["w"])
+
+
+def test_wise_keeps_the_best_mix_of_start_and_last(tmp_path, monkeypatch):
+    """Epochs score 0.5, 0.4, 0.45; the mixes 0.25 / 0.75 score 0.6 / 0.55: the 0.25 mix of the
+    epoch-0 and epoch-2 weights is kept, and the metrics say so."""
+    folds = _tiny_folds(tmp_path)
+    scores, seen = iter([0.5, 0.4, 0.45, 0.6, 0.55]), []
+
+    def record(model, *a, **k):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"map@1000": next(scores), "p@1": 1.0}
+    monkeypatch.setattr(train_mod, "evaluate", record)
+    p = parse_params({**TINY, "train": {**TINY["train"], "wise_alphas": [0.25, 0.75]}})
+    metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    assert metrics["wise_alpha"] == 0.25 and metrics["best_epoch"] == 2 and metrics["val_map@1000"] == 0.6
+    assert metrics["wise_val_map@1000"] == {"0.25": 0.6, "0.75": 0.55}
+    start, last = seen[0], seen[2]
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert ckpt["meta"]["wise_alpha"] == 0.25
+    w = "neck.0.weight"
+    assert torch.allclose(ckpt["state_dict"][w], 0.75 * start[w] + 0.25 * last[w], atol=1e-6)
