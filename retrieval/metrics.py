@@ -104,8 +104,7 @@ def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 
     Raises ``ValueError`` for a shape mismatch, an index out of range, or a reference
     ranked twice for one query.
     """
-    relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
-    return _ap_rows(relevant, n_relevant, k)
+    return per_query_metrics(ranked, query_labels, ref_labels, k)[0]
 
 
 def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
@@ -115,13 +114,20 @@ def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k:
     reference count as 0.0). ``p@1`` is the fraction of queries whose first ranked reference
     has the query's label; an empty ranking (padding first, or no columns) is a miss.
     """
-    relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
-    n_queries = relevant.shape[0]
+    ap, first_hit = per_query_metrics(ranked, query_labels, ref_labels, k)
+    n_queries = len(ap)
     if n_queries == 0:
         return {f"map@{k}": 0.0, "p@1": 0.0, "n_queries": 0}
-    ap = _ap_rows(relevant, n_relevant, k)
-    first_hit = relevant[:, 0] if relevant.shape[1] else np.zeros(n_queries, dtype=bool)
     return {f"map@{k}": float(ap.mean()), "p@1": float(first_hit.mean()), "n_queries": int(n_queries)}
+
+
+def per_query_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any,
+                      k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """``(ap, first_hit)``: each query's AP@k (float64) and whether its first ranked reference
+    has its label (bool), in query order; their means are :func:`retrieval_metrics`' figures."""
+    relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
+    first_hit = relevant[:, 0] if relevant.shape[1] else np.zeros(relevant.shape[0], dtype=bool)
+    return _ap_rows(relevant, n_relevant, k), first_hit
 
 
 def score_matrix_metrics(scores: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:

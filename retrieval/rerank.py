@@ -77,17 +77,24 @@ def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
     return knn(queries, database, k, p.index)
 
 
-def validation_ablation(valid, p: RerankParams, k: int = 1000) -> dict:
-    """Validation metrics with no re-ranking, each configured step alone, and all of them.
+def validation_rankings(valid, p: RerankParams, k: int = 1000) -> dict[str, np.ndarray]:
+    """Validation rankings ``[Q, k]`` (reference indices) with no re-ranking, each configured step
+    alone, and all of them.
 
-    ``valid`` is a :class:`retrieval.features.Features` with labels and roles. The entry
-    ``final`` is the configured chain, the one the pipeline's score uses.
+    ``valid`` is a :class:`retrieval.features.Features` with labels and roles: the queries are
+    its rows of role ``query`` and the database the others, in file order. The entry ``final``
+    is the configured chain, the one the pipeline's score uses.
     """
-    from retrieval.metrics import retrieval_metrics
-
     q = valid.roles == "query"
-    qe, db, ql, dl = valid.embeddings[q], valid.embeddings[~q], valid.labels[q], valid.labels[~q]
     variants = {"none": []}
     variants.update({s: [s] for s in p.steps})
     variants["final"] = list(p.steps)
-    return {name: retrieval_metrics(rank(qe, db, p, k, steps)[1], ql, dl, k) for name, steps in variants.items()}
+    return {name: rank(valid.embeddings[q], valid.embeddings[~q], p, k, steps)[1] for name, steps in variants.items()}
+
+
+def validation_ablation(valid, rankings: dict[str, np.ndarray], k: int = 1000) -> dict:
+    """:func:`retrieval.metrics.retrieval_metrics` of each of :func:`validation_rankings`' rankings."""
+    from retrieval.metrics import retrieval_metrics
+
+    q = valid.roles == "query"
+    return {name: retrieval_metrics(ranked, valid.labels[q], valid.labels[~q], k) for name, ranked in rankings.items()}

@@ -196,12 +196,23 @@ def score_submission(rankings: Mapping[str, Sequence[str]], query_labels: Mappin
     (:func:`validate`, allowing ``max(MAX_IDS, k)`` ids per query); ranks beyond ``k`` are
     ignored. A query's number of relevant references counts the whole truth reference set.
     """
+    return retrieval_metrics(*truth_ranking(rankings, query_labels, ref_labels, k), k)
+
+
+def truth_ranking(rankings: Mapping[str, Sequence[str]], query_labels: Mapping[str, str],
+                  ref_labels: Mapping[str, str], k: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ranked, query_label_array, ref_label_array)`` of ``rankings``, validated as in
+    :func:`score_submission`: ``[Q, <=k]`` reference indices (``-1`` = padding), rows in the
+    truth's query order, columns indexing the truth's references in their order.
+    """
     validate(rankings, query_labels, ref_labels, max(MAX_IDS, k))
-    ref_ids = list(ref_labels)
-    query_ids = list(query_labels)
-    ranked = _index_matrix([rankings[q] for q in query_ids], {r: i for i, r in enumerate(ref_ids)}, k)
-    return retrieval_metrics(ranked, np.array([query_labels[q] for q in query_ids], dtype=object),
-                             np.array([ref_labels[r] for r in ref_ids], dtype=object), k)
+    ranked = _index_matrix([rankings[q] for q in query_labels], {r: i for i, r in enumerate(ref_labels)}, k)
+    return ranked, _label_array(query_labels), _label_array(ref_labels)
+
+
+def _label_array(labels: Mapping[str, str]) -> np.ndarray:
+    """The labels of an ``{id: label}`` mapping in its order, as an object array."""
+    return np.array(list(labels.values()), dtype=object)
 
 
 def _index_matrix(lists: Sequence[Sequence[str]], index: Mapping[str, int], k: int) -> np.ndarray:

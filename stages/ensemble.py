@@ -1,9 +1,12 @@
 """ensemble: fuse the folds' rankings into the submission, validated before it is written.
 
-Reads   ``--rankings`` and ``--rerank-metrics``: path patterns whose ``{fold}`` is filled with
-        each of cv.folds (rerank's ranking.npz, and its metrics for the out-of-fold score)
-Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids) and
-        ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled)
+Reads   ``--rankings``, ``--rerank-metrics`` and ``--valid-ap``: path patterns whose ``{fold}`` is
+        filled with each of cv.folds (rerank's ranking.npz, its metrics for the out-of-fold
+        score, and its per-query validation APs)
+Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids),
+        ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled),
+        with a bootstrap 95% interval of the mAP@1000 and each fold's mAP@1000, and
+        ``--pooled-ap``: every fold's validation queries in one table (fold,query_id,label,ap,p@1)
 Params  cv.folds, ensemble
 """
 from __future__ import annotations
@@ -12,10 +15,12 @@ import argparse
 
 import numpy as np
 
+from retrieval.bootstrap import cv_uncertainty
 from retrieval.cli import stage
 from retrieval.config import load_params
 from retrieval.ensemble import fuse_rankings, load_ranking
 from retrieval.io import InputError, read_json, write_json
+from retrieval.perquery import AP, COLUMNS, check_matches_metrics, pool_folds, read_per_query, write_per_query
 from retrieval.submission import write_submission
 
 
@@ -25,6 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--rankings", required=True, help="path pattern with {fold}, one per fold in cv.folds")
     ap.add_argument("--rerank-metrics", required=True, help="path pattern with {fold}")
+    ap.add_argument("--valid-ap", required=True, help="path pattern with {fold}: rerank's per-query validation APs")
+    ap.add_argument("--pooled-ap", required=True, help="CSV of all folds' per-query validation APs")
     ap.add_argument("--submission", required=True)
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
@@ -49,12 +56,28 @@ def main(argv=None) -> int:
         n = sum(f[variant]["n_queries"] for f in folds)
         cv[variant] = {key: sum(f[variant][key] * f[variant]["n_queries"] for f in folds) / n
                        for key in ("map@1000", "p@1")}
+    pooled = pool_folds(_fold_tables(args.valid_ap, args.rerank_metrics, p.cv.folds, [f["final"] for f in folds]))
+    write_per_query(args.pooled_ap, pooled)
+    fold_maps = {str(f): m["final"]["map@1000"] for f, m in zip(p.cv.folds, folds)}
+    summary = {**cv["final"], "n_queries": len(pooled), **cv_uncertainty(pooled[AP].to_numpy(), fold_maps)}
     empty = sum(1 for v in rankings.values() if not v)
-    write_json(args.metrics, {"cv": cv["final"], "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
+    write_json(args.metrics, {"cv": summary, "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
                               "test_queries": len(qids), "test_references": len(rids)})
     print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
-          f"CV mAP@1000 {cv['final']['map@1000']:.4f}, P@1 {cv['final']['p@1']:.4f}")
+          f"CV mAP@1000 {summary['map@1000']:.4f} (95% interval {summary['map@1000_ci95_lo']:.4f}-"
+          f"{summary['map@1000_ci95_hi']:.4f}), P@1 {summary['p@1']:.4f}")
     return 0
+
+
+def _fold_tables(ap_pattern: str, metrics_pattern: str, folds: list[int], finals: list[dict]) -> dict:
+    """``{fold: per-query table}`` read from ``ap_pattern``, each checked against its fold's
+    ``final`` rerank metrics (read from ``metrics_pattern``)."""
+    tables = {}
+    for fold, final in zip(folds, finals):
+        path = ap_pattern.format(fold=fold)
+        tables[fold] = read_per_query(path, COLUMNS)
+        check_matches_metrics(path, tables[fold], final, metrics_pattern.format(fold=fold))
+    return tables
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ k-reciprocal re-ranking or kNN-graph diffusion.
 Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract)
 Writes  ``--ranking`` (top-k references of every test query, with scores),
         ``--metrics``: validation mAP@1000 and P@1 with no re-ranking, each step alone and
-        the whole chain, and ``--ablation``: the same as a table (method, map@1000, p@1)
+        the whole chain, ``--ablation``: the same as a table (method, map@1000, p@1), and
+        ``--valid-ap``: each validation query's AP@1000 and P@1 under the whole chain
+        (query_id,label,ap,p@1; their means are the metrics' ``final`` entry)
 Params  rerank
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from retrieval.config import load_params
 from retrieval.ensemble import save_ranking
 from retrieval.features import load_features
 from retrieval.io import atomic_path, write_json
-from retrieval.rerank import rank, validation_ablation
+from retrieval.perquery import validation_per_query, write_per_query
+from retrieval.rerank import rank, validation_ablation, validation_rankings
 
 
 @stage
@@ -32,10 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ranking", required=True, help="top-k references of each test query (.npz)")
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--ablation", required=True, help="CSV of the validation ablation, for dvc plots")
+    ap.add_argument("--valid-ap", required=True, help="CSV of each validation query's AP@1000 and P@1 (final chain)")
     args = ap.parse_args(argv)
     rp = load_params(args.params).rerank
     query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
-    ablation = validation_ablation(valid, rp)
+    valid_rankings = validation_rankings(valid, rp)
+    ablation = validation_ablation(valid, valid_rankings)
+    write_per_query(args.valid_ap, validation_per_query(valid, valid_rankings["final"]))
     scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing

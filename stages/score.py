@@ -3,6 +3,8 @@
 Reads   ``--submission`` (CSV: query_id,reference_ids, ids space-separated, best first) and
         ``--truth``, a directory with ``query.csv`` and ``reference.csv`` (columns id,label)
 Prints  one JSON object with sorted keys to stdout: ``map@<k>``, ``p@1``, ``n_queries``
+Writes  with ``--per-query OUT.csv``, each query's AP@k and P@1 (query_id,label,ap,p@1, truth
+        order), e.g. for ``python -m stages.compare``
 Exits   2 with one ``error: ...`` line on stderr if the submission or the truth is invalid
 """
 from __future__ import annotations
@@ -11,7 +13,9 @@ import argparse
 import json
 
 from retrieval.cli import stage
-from retrieval.submission import read_submission, read_truth, score_submission
+from retrieval.metrics import retrieval_metrics
+from retrieval.perquery import ranking_per_query, write_per_query
+from retrieval.submission import read_submission, read_truth, truth_ranking
 
 
 @stage
@@ -20,12 +24,16 @@ def main(argv=None) -> int:
     ap.add_argument("--submission", required=True, help="submission CSV (query_id,reference_ids)")
     ap.add_argument("--truth", required=True, help="directory with query.csv and reference.csv (id,label)")
     ap.add_argument("--k", type=int, default=1000, help="rank cut-off of mAP (default 1000)")
+    ap.add_argument("--per-query", metavar="OUT.csv", help="also write each query's AP and P@1 to this CSV")
     args = ap.parse_args(argv)
     if args.k < 1:
         ap.error("--k must be >= 1")
     rankings = read_submission(args.submission)
     query_labels, ref_labels = read_truth(args.truth)
-    print(json.dumps(score_submission(rankings, query_labels, ref_labels, args.k), sort_keys=True))
+    ranked, q_labels, r_labels = truth_ranking(rankings, query_labels, ref_labels, args.k)
+    print(json.dumps(retrieval_metrics(ranked, q_labels, r_labels, args.k), sort_keys=True))
+    if args.per_query:
+        write_per_query(args.per_query, ranking_per_query(ranked, list(query_labels), q_labels, r_labels, args.k))
     return 0
 
 

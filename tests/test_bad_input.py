@@ -260,11 +260,13 @@ def test_undecodable_query_can_get_an_empty_ranking(tmp_path, monkeypatch):
     assert extract.main(args) == 0
     assert json.loads(Path("m.json").read_text())["empty_queries"] == 1
     assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz",
-                        "--ranking", "rk0.npz", "--metrics", "rm0.json", "--ablation", "ra0.csv"]) == 0
-    Path("rk1.npz").write_bytes(Path("rk0.npz").read_bytes())
-    Path("rm1.json").write_text(Path("rm0.json").read_text())
+                        "--ranking", "rk0.npz", "--metrics", "rm0.json", "--ablation", "ra0.csv",
+                        "--valid-ap", "va0.csv"]) == 0
+    for name in ("rk{}.npz", "rm{}.json", "va{}.csv"):
+        Path(name.format(1)).write_bytes(Path(name.format(0)).read_bytes())
     assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
-                          "--submission", "sub.csv", "--metrics", "em.json"]) == 0
+                          "--valid-ap", "va{fold}.csv", "--submission", "sub.csv", "--metrics", "em.json",
+                          "--pooled-ap", "pooled.csv"]) == 0
     sub = read_submission("sub.csv")
     assert sub["q1"] == [] and sorted(sub["q0"]) == ["r0", "r1", "r2"]
     assert json.loads(Path("em.json").read_text())["empty_rankings"] == 1

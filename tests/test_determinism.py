@@ -5,7 +5,8 @@ rerank -> ensemble) into two scratch folders: once in this process, once in a fr
 process with another hash seed (so set or dict-of-str ordering cannot hide). Compared by sha256: folds.csv, the arrays of
 every feature file (ids, embeddings, labels, roles, meta: the loaded arrays, since an .npz's
 zip headers hold timestamps), the ranking arrays, submission.csv, and also the tensors of
-each model.pt and the history (timings excluded). ``pytest -s`` prints the hashes.
+each model.pt and the history (timings excluded), the per-query AP files and the ensemble's
+metrics (bootstrap interval included). ``pytest -s`` prints the hashes.
 """
 import hashlib
 import os
@@ -64,10 +65,12 @@ def _run_pipeline() -> None:
                   "--metrics", f"extract/fold{f}/metrics.json")
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
-                  "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv")
+                  "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv",
+                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv")
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
-              "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
-              "--metrics", "ensemble/metrics.json")
+              "rerank/fold{fold}/metrics.json", "--valid-ap", "rerank/fold{fold}/valid_ap.csv",
+              "--submission", "submission/submission.csv", "--metrics", "ensemble/metrics.json",
+              "--pooled-ap", "ensemble/valid_ap.csv")
 
 
 def sha_bytes(data: bytes) -> str:
@@ -93,7 +96,9 @@ def artefact_hashes(workdir: Path) -> dict[str, str]:
             with np.load(workdir / npz, allow_pickle=False) as z:
                 for name in sorted(z.files):
                     out[f"{npz}:{name}"] = sha_array(z[name])
-    out["submission/submission.csv"] = sha_bytes((workdir / "submission/submission.csv").read_bytes())
+        out[f"rerank/fold{f}/valid_ap.csv"] = sha_bytes((workdir / f"rerank/fold{f}/valid_ap.csv").read_bytes())
+    for name in ("submission/submission.csv", "ensemble/valid_ap.csv", "ensemble/metrics.json"):
+        out[name] = sha_bytes((workdir / name).read_bytes())
     return out
 
 

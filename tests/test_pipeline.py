@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
 from retrieval.features import load_features
+from retrieval.perquery import AP, COLUMNS, FOLD, P1, QUERY_ID, read_per_query
 from retrieval.submission import read_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,16 +80,23 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         assert set(valid.ids) == set(folds.loc[folds["fold"] == f, "id"].astype(str))
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
-                  "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv")
+                  "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv",
+                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv")
         m = json.loads(Path(f"rerank/fold{f}/metrics.json").read_text())
+        # each validation query's AP and P@1 under the final chain average exactly to its metrics
+        per_query = read_per_query(f"rerank/fold{f}/valid_ap.csv", COLUMNS)
+        assert per_query[QUERY_ID].tolist() == valid.ids[valid.roles == "query"].tolist()
+        assert np.mean(per_query[AP].to_numpy()) == m["valid"]["final"]["map@1000"]
+        assert np.mean(per_query[P1].to_numpy()) == m["valid"]["final"]["p@1"]
         assert set(m["valid"]) == {"none", "dba", "qe", "diffusion", "final"}
         table = pd.read_csv(f"rerank/fold{f}/ablation.csv")
         assert table["method"].tolist() == ["none", "dba", "qe", "diffusion", "final"]  # the chain's order
         assert dict(zip(table["method"], table["map@1000"])) == \
             pytest.approx({k: v["map@1000"] for k, v in m["valid"].items()}, abs=1e-6)
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
-              "rerank/fold{fold}/metrics.json", "--submission", "submission/submission.csv",
-              "--metrics", "ensemble/metrics.json")
+              "rerank/fold{fold}/metrics.json", "--valid-ap", "rerank/fold{fold}/valid_ap.csv",
+              "--submission", "submission/submission.csv", "--metrics", "ensemble/metrics.json",
+              "--pooled-ap", "ensemble/valid_ap.csv")
     run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--folds", "split/folds.csv",
               "--submission", "submission/submission.csv", "--out", "report")
     page = Path("report/index.html").read_text()
@@ -104,6 +113,15 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     assert all(len(v) == len(set(v)) == len(refs) for v in sub.values())  # all 6 refs, unique
     cv = json.loads(Path("ensemble/metrics.json").read_text())["cv"]
     assert 0 < cv["map@1000"] <= 1
+    # the pooled per-query file: both folds' validation queries; its mean is the CV figure, which
+    # the bootstrap interval brackets; each fold's own mAP and their spread
+    pooled = read_per_query("ensemble/valid_ap.csv", (FOLD, *COLUMNS))
+    assert sorted(pooled[QUERY_ID]) == sorted(folds.loc[folds["role"] == "query", "id"].astype(str))
+    assert cv["n_queries"] == len(pooled) and np.mean(pooled[AP].to_numpy()) == pytest.approx(cv["map@1000"], abs=1e-12)
+    assert cv["map@1000_ci95_lo"] <= cv["map@1000"] <= cv["map@1000_ci95_hi"]
+    fold_maps = {str(f): pooled.loc[pooled[FOLD] == str(f), AP].mean() for f in (0, 1)}
+    assert cv["fold_map@1000"] == pytest.approx(fold_maps, abs=1e-12)
+    assert cv["fold_map@1000_range"] == pytest.approx(abs(fold_maps["0"] - fold_maps["1"]), abs=1e-12)
     capsys.readouterr()
     from stages import score
     assert score.main(["--submission", "submission/submission.csv", "--truth", "data/truth"]) == 0

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from retrieval.io import InputError
+from retrieval.perquery import AP, COLUMNS, LABEL, P1, QUERY_ID, read_per_query
 from retrieval.submission import (HEADER, SubmissionError, read_submission, read_truth, score_submission, validate,
                                   write_submission)
 from stages import score
@@ -143,6 +144,21 @@ def test_score_cli_prints_json(tmp_path, capsys):
     result = json.loads(out)
     assert result == pytest.approx({"map@1000": GOLDEN_MAP, "p@1": GOLDEN_P1, "n_queries": 3})
     assert out.strip().splitlines() == [json.dumps(result, sort_keys=True)]
+
+
+def test_score_cli_per_query_file(tmp_path, capsys):
+    truth = write_truth(tmp_path / "truth", TRUTH_QUERIES, TRUTH_REFS)
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, RANKINGS, QUERIES, REFS)
+    assert score.main(["--submission", str(sub), "--truth", str(truth)]) == 0
+    plain = capsys.readouterr().out
+    per_query = tmp_path / "out" / "test_ap.csv"
+    assert score.main(["--submission", str(sub), "--truth", str(truth), "--per-query", str(per_query)]) == 0
+    assert capsys.readouterr().out == plain  # stdout unchanged by the flag
+    table = read_per_query(per_query, COLUMNS)
+    assert table[QUERY_ID].tolist() == ["q1", "q2", "q3"] and table[LABEL].tolist() == ["a", "b", "d"]
+    assert table[AP].tolist() == pytest.approx([5 / 9, 0, 0]) and table[P1].tolist() == [1, 0, 0]
+    assert table[AP].mean() == json.loads(plain)["map@1000"] and table[P1].mean() == GOLDEN_P1
 
 
 def test_score_cli_invalid_submission_is_one_error_line(tmp_path, capsys):
