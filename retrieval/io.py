@@ -5,12 +5,18 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 
 class InputError(Exception):
     """Bad user input (data, params, a submission): shown as one clear line, no traceback."""
+
+
+# what np.load and reading a damaged .npz raise: truncated (BadZipFile, EOFError), a member cut
+# short (OSError, ValueError), an array missing (KeyError), a meta that is not JSON (ValueError)
+UNREADABLE_NPZ = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
 
 
 @contextlib.contextmanager

@@ -80,7 +80,7 @@ def create_backbone(name: str, pretrained: str) -> nn.Module:
     else:
         path = Path(pretrained)
         net = timm.create_model(name, pretrained=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_torch_file(path, "checkpoint", "model.pretrained names it", weights_only=True)
         state = state.get("state_dict", state)
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or len(missing) == len(net.state_dict()):
@@ -220,11 +220,28 @@ def _rebuild(ckpt: dict, path: Path) -> tuple[EmbeddingModel, dict]:
     if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a checkpoint of this pipeline (needs meta and state_dict)")
     meta = ckpt["meta"]
-    backbone = timm.create_model(meta["backbone"], pretrained=False)
-    backbone.reset_classifier(0, global_pool="")
-    model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    try:
+        backbone = timm.create_model(meta["backbone"], pretrained=False)
+        backbone.reset_classifier(0, global_pool="")
+        model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"{path}: its weights do not rebuild the model it describes ({_first_line(err)}); "
+                         "re-run the train stage") from None
     return model.eval(), meta
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def read_torch_file(path: Path, what: str, hint: str, weights_only: bool) -> object:
+    """``torch.load`` of ``path``; an empty, truncated or foreign file is one :class:`InputError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and EOF errors alike mean: not readable
+        raise InputError(f"{path}: not a readable {what}, empty or truncated? ({_first_line(err)}); {hint}") from None
 
 
 def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]]:
@@ -232,7 +249,7 @@ def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no checkpoint (run the train stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_torch_file(path, "checkpoint", "re-run the train stage", weights_only=False)
     if isinstance(ckpt, dict) and "members" in ckpt:
         if not isinstance(ckpt["members"], list) or not ckpt["members"]:
             raise InputError(f"{path}: its members list is empty or not a list")
