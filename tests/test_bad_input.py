@@ -373,3 +373,34 @@ def test_unknown_backbone_name_is_named_with_the_closest(pretrained):
                                          r"closest: tf_efficientnet_lite0"):
         build_model(ModelParams(backbone="tf_efficientnet_lit0", embedding_dim=8), pretrained=pretrained)
 
+
+# -- the search command treats a folder as the pipeline does ----------------------------------
+
+def search_folder(root: Path) -> Path:
+    folder = root / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpeg_bytes((200, 30, 30)))
+    (folder / "b.png").write_bytes(jpeg_bytes((30, 200, 30)))
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (folder / "dir.jpg").mkdir()  # a folder with an image's name
+    return folder
+
+
+def test_search_refuses_an_undecodable_image_by_default(work, capsys):
+    search_folder(Path("."))
+    from stages import search
+    assert search.main(["photos", *SEARCH_FILES]) == 2
+    one_line_error(capsys, "1 undecodable image(s)", "photos/bad.jpg", "--bad-images skip")
+
+
+def test_search_skips_bad_images_and_non_files_when_asked(work, capsys, caplog):
+    search_folder(Path("."))
+    from stages import search
+    with caplog.at_level(logging.WARNING):
+        assert search.main(["photos", "--json", "--top", "2", "--bad-images", "skip", *SEARCH_FILES]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).name for p in found) == ["a.jpg", "b.png"]
+    assert all(len(hits) == 2 for hits in found.values())
+    assert "1 entries skipped, not files, e.g. photos/dir.jpg" in caplog.text
+    assert "bad.jpg" in caplog.text and "1 of 3 images skipped as undecodable" in caplog.text
+
