@@ -404,3 +404,26 @@ def test_search_skips_bad_images_and_non_files_when_asked(work, capsys, caplog):
     assert "1 entries skipped, not files, e.g. photos/dir.jpg" in caplog.text
     assert "bad.jpg" in caplog.text and "1 of 3 images skipped as undecodable" in caplog.text
 
+
+# -- scoring: the truth's faults are the truth's -------------------------------------------------
+
+def score_setup(root: Path, query_ids=("q1", "q2")) -> None:
+    from retrieval.submission import write_submission
+    (root / "truth").mkdir()
+    pd.DataFrame({"id": list(query_ids), "label": ["a", "b"]}).to_csv(root / "truth" / "query.csv", index=False)
+    pd.DataFrame({"id": ["r1", "r2"], "label": ["a", "b"]}).to_csv(root / "truth" / "reference.csv", index=False)
+    write_submission(root / "sub.csv", {"q1": ["r1", "r2"], "q2": ["r2", "r1"]}, ["q1", "q2"], ["r1", "r2"])
+
+
+def test_score_names_a_space_padded_truth_id_as_the_truth_files_fault(tmp_path, capsys):
+    score_setup(tmp_path, query_ids=("q1", " q2"))
+    from stages import score
+    assert score.main(["--submission", str(tmp_path / "sub.csv"), "--truth", str(tmp_path / "truth")]) == 2
+    one_line_error(capsys, "query.csv: row 3: id ' q2' has surrounding spaces", "fix the truth file")
+
+
+def test_score_refuses_a_file_as_truth_directory(tmp_path, capsys):
+    score_setup(tmp_path)
+    from stages import score
+    assert score.main(["--submission", str(tmp_path / "sub.csv"), "--truth", str(tmp_path / "truth" / "query.csv")]) == 2
+    one_line_error(capsys, "query.csv: not a directory")
