@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -38,6 +39,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def claimed(folder: str | os.PathLike | None) -> Iterator[None]:
+    """Hold the resume ``folder`` of a run (its lock file ``<folder>.lock``) while the block runs.
+
+    A second run given the same folder at the same time is refused with one line, instead of
+    mixing its saved state or shards with this one's. ``None``: nothing is held.
+    """
+    if folder is None:
+        yield
+        return
+    lock = Path(folder).with_name(Path(folder).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise InputError(f"{folder}: in use by another run (pid {fh.read().strip() or '?'}); wait for it "
+                             "to finish, or give this run another resume folder") from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

@@ -102,3 +102,32 @@ def test_a_write_the_kernel_refuses_leaves_every_kind_of_output_intact(tmp_path)
     assert len(load_features(out / "features").ids) == 10
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
+
+# -- two runs at once -------------------------------------------------------------------------
+
+def test_a_resume_folder_is_held_by_one_run_at_a_time(tmp_path):
+    from retrieval.io import InputError, claimed
+    import pytest
+    with claimed(tmp_path / "fold0"):
+        with pytest.raises(InputError, match=rf"fold0: in use by another run \(pid {__import__('os').getpid()}\)"):
+            with claimed(tmp_path / "fold0"):
+                pass
+        with claimed(tmp_path / "fold1"):  # another fold's folder: free
+            pass
+    with claimed(tmp_path / "fold0"):  # released
+        pass
+
+
+def test_train_on_a_resume_folder_in_use_is_refused(tmp_path, monkeypatch, capsys):
+    from retrieval.io import claimed
+    from stages import train
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
+    Path("folds.csv").write_text("image,id,label,fold,role\n" + "".join(
+        f"train/c{c}/{i}.jpg,c{c}/{i},c{c},{c % 2},reference\n" for c in range(4) for i in range(2)))
+    with claimed("ckpt/fold0"):  # as if another train of fold 0 were running
+        assert train.main(["--fold", "0", "--folds", "folds.csv", "--model", "m.pt", "--history", "h.csv",
+                           "--metrics", "m.json", "--resume-dir", "ckpt/fold0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ckpt/fold0: in use by another run" in err
+    assert not Path("m.pt").exists()

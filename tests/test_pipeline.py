@@ -217,3 +217,24 @@ def test_dvc_repro_refuses_a_params_mistake_and_keeps_every_output(tiny_repo, ch
     assert ran_stages(out.stdout) == (["demo"] if "demo" in change else ["check"])
     assert snapshot(repo) == before
 
+
+def test_a_second_dvc_repro_at_once_is_refused_and_the_first_finishes(tiny_repo):
+    repo, tiny = tiny_repo
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
+    dvc(repo, "repro")
+    (repo / "params.yaml").write_text(yaml.safe_dump(merged(tiny, {"rerank": {"qe": {"alpha": 2.0}}})))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in first.stdout:  # once it runs a stage, it holds the repository's lock
+        if line.startswith("Running stage"):
+            break
+    second = dvc_run(repo, "repro")
+    rest = first.communicate()[0]
+    assert first.returncode == 0, rest
+    # DVC's own refusal: a path the first run reads or writes is locked ('... is busy, it is being
+    # blocked by: (PID ...)'), or the repository is ('Unable to acquire lock')
+    assert second.returncode != 0 and ("is busy" in second.stderr or "Unable to acquire lock" in second.stderr), \
+        second.stdout + second.stderr
+    assert "Running stage" not in second.stdout
+    assert "Running stage" not in dvc(repo, "repro")  # the first run's results are complete and current
