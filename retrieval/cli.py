@@ -1,6 +1,7 @@
 """What every stage script shares: logging set-up and one-line errors instead of tracebacks."""
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -8,9 +9,12 @@ from typing import Callable
 
 from retrieval.io import InputError
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-size limit
+
 
 def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a stage's ``main``: log to stderr; bad input and Ctrl-C become one line and an exit code."""
+    """Wrap a stage's ``main``: log to stderr; bad input (exit 2), Ctrl-C (130) and a full disk (1)
+    become one line. Outputs are written atomically, so a full disk leaves the previous ones."""
 
     @functools.wraps(fn)
     def main(argv=None) -> int:
@@ -24,5 +28,11 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            where = f" writing {err.filename}" if err.filename else ""
+            print(f"error: {err.strerror or err}{where}; no output was left half-written", file=sys.stderr)
+            return 1
 
     return main

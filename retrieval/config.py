@@ -273,6 +273,41 @@ class Params(Section):
                              f"model.embedding_dim {self.model.embedding_dim}")
         return self
 
+    @model_validator(mode="after")
+    def _across_sections(self) -> "Params":
+        """Checks across keys that would otherwise fail only in a late stage, after hours of work."""
+        for check in (_fold_weights_fit, _scales_usable, _batch_splits):
+            check(self)
+        return self
+
+
+MIN_IMAGE_SIZE = 32  # px: the smallest input a stage embeds (train and extract image sizes, each TTA scale)
+
+
+def _fold_weights_fit(p: Params) -> None:
+    w, folds = p.ensemble.fold_weights, p.cv.folds
+    if w is not None and len(w) != len(folds):
+        raise ValueError(f"ensemble.fold_weights has {len(w)} weights for the {len(folds)} folds of cv.folds {folds}")
+    if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
+        raise ValueError(f"ensemble.fold_weights must be non-negative, not all zero; got {w}")
+
+
+def _scales_usable(p: Params) -> None:
+    size = p.extract.image_size
+    small = [s for s in p.extract.scales if size * s < MIN_IMAGE_SIZE]
+    if small:
+        raise ValueError(f"extract.scales: {small[0]} x extract.image_size {size} is {size * small[0]:.0f} px, "
+                         f"under the minimum of {MIN_IMAGE_SIZE} px (scales >= {MIN_IMAGE_SIZE / size:.3g})")
+
+
+def _batch_splits(p: Params) -> None:
+    t = p.train
+    if t.batch_size % t.nproc:
+        raise ValueError(f"train.batch_size {t.batch_size} must be a multiple of train.nproc {t.nproc}")
+    if t.sampler == "pk" and (t.batch_size // t.nproc) % t.m_per_class:
+        raise ValueError(f"train.batch_size {t.batch_size} over train.nproc {t.nproc} processes gives "
+                         f"{t.batch_size // t.nproc} images each, not a multiple of train.m_per_class {t.m_per_class}")
+
 
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]

@@ -262,8 +262,8 @@ class PKSampler(MPerClassSampler):
         labels = np.asarray(labels)
         n_classes = len(np.unique(labels))
         if m * n_classes < batch_size:
-            raise ValueError(f"sampler pk: {n_classes} classes x m_per_class {m} cannot fill a batch "
-                             f"of {batch_size}; lower train.batch_size or use sampler random")
+            raise InputError(f"train.sampler pk: {n_classes} classes x train.m_per_class {m} cannot fill a "
+                             f"batch of {batch_size}; lower train.batch_size or use sampler random")
         super().__init__(labels, m, batch_size=batch_size, length_before_new_iter=max(length, batch_size))
         self._labels0 = list(self.labels)
         self.seed, self.epoch = seed, 0

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 
 class InputError(Exception):
     """Bad user input (data, params, a submission): shown as one clear line, no traceback."""
+
+
+# what np.load and reading a damaged .npz raise: truncated (BadZipFile, EOFError), a member cut
+# short (OSError, ValueError), an array missing (KeyError), a meta that is not JSON (ValueError)
+UNREADABLE_NPZ = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
 
 
 @contextlib.contextmanager
@@ -32,6 +39,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def claimed(folder: str | os.PathLike | None) -> Iterator[None]:
+    """Hold the resume ``folder`` of a run (its lock file ``<folder>.lock``) while the block runs.
+
+    A second run given the same folder at the same time is refused with one line, instead of
+    mixing its saved state or shards with this one's. ``None``: nothing is held.
+    """
+    if folder is None:
+        yield
+        return
+    lock = Path(folder).with_name(Path(folder).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise InputError(f"{folder}: in use by another run (pid {fh.read().strip() or '?'}); wait for it "
+                             "to finish, or give this run another resume folder") from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

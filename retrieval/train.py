@@ -31,7 +31,7 @@ from retrieval.config import Params
 from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, train_transform
 from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
-from retrieval.io import atomic_path
+from retrieval.io import InputError, atomic_path, claimed
 from retrieval.model import (autocast_dtype, backbone_layer_ids, build_model, freeze_stages, metric_loss,
                              save_members, set_train_mode)
 from retrieval.search import validation_map
@@ -327,7 +327,8 @@ def train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, model_
     global batch and rank 0 alone validates and writes; the others return the same metrics.
     """
     backbones = params.model.backbones
-    with interrupt_main_process_only() as interrupts:  # Ctrl-C: one 'interrupted' line, no tracebacks
+    # Ctrl-C: one 'interrupted' line, no tracebacks; a second run on the same resume_dir is refused
+    with interrupt_main_process_only() as interrupts, claimed(resume_dir if d.main else None):
         results, states, steps = [], [], 0
         for b in backbones:
             member = params.model_copy(update={"model": params.model.member(b)})
@@ -378,6 +379,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     train_df = folds[folds["fold"] != fold].reset_index(drop=True)
     valid_df = folds[folds["fold"] == fold].reset_index(drop=True)
     classes = sorted(train_df["label"].unique())
+    if len(classes) < 2:
+        raise InputError(f"fold {fold}: trains on {len(classes)} class; a model needs at least 2 (lower cv.n_folds)")
     targets = train_df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
 
     model, meta = build_model(mp)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.features import l2_normalise
-from retrieval.io import InputError, atomic_path
+from retrieval.io import UNREADABLE_NPZ, InputError, atomic_path
 
 
 def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +77,8 @@ def load_whitening(path: str | Path) -> list:
             if n == 0 or any(f"mean_{i}" not in z.files or f"projection_{i}" not in z.files for i in range(n)):
                 raise KeyError("mean_<i> and projection_<i> for each backbone")
             pairs = [(z[f"mean_{i}"], z[f"projection_{i}"]) for i in range(n)]
-    except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"{path}: not a whitening file ({err})") from None
+    except UNREADABLE_NPZ as err:
+        raise InputError(f"{path}: not a whitening file ({type(err).__name__}: {err}); re-run the extract stage") from None
     for i, (mean, projection) in enumerate(pairs):
         if projection.size == 0:
             out.append(None)

@@ -8,7 +8,7 @@ Writes  ``--query``, ``--reference`` (test sets) and ``--valid`` (the fold's val
         per second; with several backbones their weights, and how they were chosen)
 Keeps   with ``--resume-dir`` and extract.shard_size > 0: the finished shards of embeddings
         (checkpoints/extract/fold{k}, outside DVC's outputs), so a killed run continues; deleted
-        once the outputs are written
+        once the outputs are written; held by one run at a time (a second is refused)
 Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim; member_weights
         and member_weight_step for several backbones; an undecodable test image is an error;
         with extract.bad_query: empty an undecodable query keeps a zero row and is listed in
@@ -27,7 +27,7 @@ from retrieval.cli import stage
 from retrieval.config import load_params
 from retrieval.extract import extract_fold
 from retrieval.features import save_features
-from retrieval.io import write_json
+from retrieval.io import claimed, write_json
 from retrieval.model import models_from_checkpoint
 from retrieval.whiten import save_whitening
 
@@ -50,13 +50,14 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]
     folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-    feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models, args.resume_dir)
-    for name, f in feats.items():
-        save_features(getattr(args, name), f)
-    save_whitening(args.whitening, whitenings, {"fold": args.fold})
-    write_json(args.metrics, metrics)
-    if args.resume_dir and os.path.isdir(args.resume_dir):
-        shutil.rmtree(args.resume_dir)  # finished: the shards are in the outputs now
+    with claimed(args.resume_dir):  # a second run on the same shards at once is refused
+        feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models, args.resume_dir)
+        for name, f in feats.items():
+            save_features(getattr(args, name), f)
+        save_whitening(args.whitening, whitenings, {"fold": args.fold})
+        write_json(args.metrics, metrics)
+        if args.resume_dir and os.path.isdir(args.resume_dir):
+            shutil.rmtree(args.resume_dir)  # finished: the shards are in the outputs now
     print(f"extract fold {args.fold}: {metrics['images']} images, "
           + ", ".join(f"{k} {v:.1f} img/s" for k, v in metrics["img_per_s"].items()))
     return 0

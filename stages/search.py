@@ -6,7 +6,10 @@ Reads   the images or directories given, ``--params`` (cv.folds, rerank, ensembl
         but the new images
 Prints  for each image its top ``--top`` reference ids with fused scores, or JSON (``--json``)
 
-    python -m stages.search photo.jpg [more.jpg | a_directory] [--top 10] [--json]
+    python -m stages.search photo.jpg [more.jpg | a_directory] [--top 10] [--json] [--bad-images skip]
+
+A directory's entries that are not files are skipped and counted; an undecodable image is an
+error naming it, or, with ``--bad-images skip``, left out and reported on stderr.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 
 from retrieval.cli import stage
 from retrieval.config import load_params
-from retrieval.query import list_inputs, search_images
+from retrieval.query import decodable, list_inputs, search_images
 
 
 @stage
@@ -32,11 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="pattern with {fold}")
     ap.add_argument("--references", default="outputs/extract/fold{fold}/reference.npz", help="pattern with {fold}")
     ap.add_argument("--whitening", default="outputs/extract/fold{fold}/whitening.npz", help="pattern with {fold}")
+    ap.add_argument("--bad-images", choices=("error", "skip"), default="error",
+                    help="an undecodable image: error (default), or skip it and report it")
     args = ap.parse_args(argv)
     if args.top < 1:
         ap.error("--top must be >= 1")
     torch.set_num_threads(os.cpu_count() or 1)
-    images = list_inputs(args.images)
+    images = decodable(list_inputs(args.images), args.bad_images)
     ref_ids, scores, idx = search_images(images, load_params(args.params), args.models, args.references,
                                          args.whitening, args.top)
     results = {str(img): [{"id": str(ref_ids[i]), "score": round(float(s), 6)}

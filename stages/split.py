@@ -3,17 +3,19 @@
 Reads   ``<data.root>/train/<class>/<image>``
 Writes  ``--out`` (``outputs/split/folds.csv``: image,id,label,fold,role) and ``--metrics``
         (counts; undecodable training images are skipped, counted there and logged by path)
-Params  seed, data.root, cv.folds, split.query_fraction
+Params  seed, data.root, cv.n_folds, split.query_fraction; and, to refuse a fold of cv.folds
+        that could not train as the check stage does, cv.folds, train.sampler, m_per_class, batch_size
 """
 from __future__ import annotations
 
 import argparse
 import logging
 
+from retrieval.checks import checked_folds
 from retrieval.cli import stage
 from retrieval.config import load_params
 from retrieval.data import drop_undecodable, scan_train
-from retrieval.folds import fold_summary, make_folds
+from retrieval.folds import fold_summary
 from retrieval.io import atomic_path, write_json
 
 
@@ -26,7 +28,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     p = load_params(args.params)
     train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
-    folds = make_folds(train, p.cv.n_folds, p.split.query_fraction, p.seed)
+    folds = checked_folds(p, train)  # as the check stage did, on the images that decode
     with atomic_path(args.out) as tmp:
         folds.to_csv(tmp, index=False)
     summary = fold_summary(folds)

@@ -5,7 +5,8 @@ Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--h
         (history.csv: loss, lr, validation mAP@1000 per epoch) and ``--metrics`` (best epoch, validation mAP@1000 and P@1, throughput)
 Keeps   with ``--resume-dir`` (checkpoints/train/fold{k}, outside DVC's outputs): the training
         state after every epoch (last.pt); a run of the same params, data and code resumes
-        from it with the same results, and deletes it once the outputs are written
+        from it with the same results, and deletes it once the outputs are written; the folder
+        is held by one run at a time (``<folder>.lock``: a second run on it is refused)
 Runs    in ``--nproc`` processes (DVC passes train.nproc) under torchrun, DistributedDataParallel
         (gloo on the CPU, NCCL on CUDA); it relaunches itself under torchrun, or may be started
         by ``torchrun --nproc-per-node N -m stages.train ...``. Rank 0 alone writes.

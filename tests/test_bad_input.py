@@ -270,3 +270,162 @@ def test_undecodable_query_can_get_an_empty_ranking(tmp_path, monkeypatch):
     sub = read_submission("sub.csv")
     assert sub["q1"] == [] and sorted(sub["q0"]) == ["r0", "r1", "r2"]
     assert json.loads(Path("em.json").read_text())["empty_rankings"] == 1
+
+
+# -- damaged files the stages read: one line naming the file, exit 2 (issue 15) ----------------
+
+def truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """A folder holding a tiny layout, a model.pt and its extract outputs (q, r, v, w .npz)."""
+    import os
+    folder = tmp_path_factory.mktemp("extracted")
+    args = tiny_extract_setup(folder, "empty")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        from stages import extract
+        assert extract.main(args) == 0
+    finally:
+        os.chdir(cwd)
+    return folder, args
+
+
+@pytest.fixture
+def work(extracted, tmp_path, monkeypatch):
+    """A private copy of :func:`extracted`, as the working directory; the extract arguments."""
+    import shutil
+    folder, args = extracted
+    shutil.copytree(folder, tmp_path / "w")
+    monkeypatch.chdir(tmp_path / "w")
+    return args
+
+
+SEARCH_FILES = ["--models", "model.pt", "--references", "r.npz", "--whitening", "w.npz"]
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "text"])
+@pytest.mark.parametrize("reader", ["extract", "search"])
+def test_corrupt_model_file_is_one_line(work, capsys, damage, reader):
+    model = Path("model.pt")
+    {"empty": lambda: model.write_bytes(b""), "truncated": lambda: truncated(model),
+     "text": lambda: model.write_text("not a checkpoint\n")}[damage]()
+    from stages import extract, search
+    rc = extract.main(work) if reader == "extract" else search.main(["data/test/query/q0.jpg", *SEARCH_FILES])
+    assert rc == 2
+    one_line_error(capsys, "model.pt: not a readable checkpoint", "re-run the train stage")
+
+
+def test_checkpoint_whose_weights_do_not_fit_is_one_line(work, capsys):
+    import torch
+    ckpt = torch.load("model.pt", weights_only=False)
+    ckpt["meta"]["embedding_dim"] = 9  # the neck's weights are 8-d
+    torch.save(ckpt, "model.pt")
+    from stages import extract
+    assert extract.main(work) == 2
+    one_line_error(capsys, "model.pt: its weights do not rebuild the model it describes")
+
+
+@pytest.mark.parametrize("name", ["q.npz", "v.npz"])
+def test_truncated_feature_file_is_one_line(work, capsys, name):
+    truncated(Path(name))
+    from stages import rerank
+    assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz", "--ranking", "rk.npz",
+                        "--metrics", "rm.json", "--ablation", "ra.csv"]) == 2
+    one_line_error(capsys, f"{name}: not a readable feature file", "re-run the extract stage")
+
+
+def test_truncated_whitening_file_is_one_line(work, capsys):
+    truncated(Path("w.npz"))
+    from stages import search
+    assert search.main(["data/test/query/q0.jpg", *SEARCH_FILES]) == 2
+    one_line_error(capsys, "w.npz: not a whitening file")
+
+
+def test_truncated_ranking_file_is_one_line(tmp_path, monkeypatch, capsys):
+    from retrieval.ensemble import save_ranking
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
+    for f in (0, 1):
+        save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.ones((1, 2)), np.array([[0, 1]]))
+    truncated(Path("rk1.npz"))
+    from stages import ensemble
+    assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
+                          "--submission", "s.csv", "--metrics", "m.json"]) == 2
+    one_line_error(capsys, "rk1.npz: not a readable ranking file", "re-run the rerank stage")
+
+
+@pytest.mark.parametrize("pretrained", ["none", "pypi"])
+def test_unknown_backbone_name_is_named_with_the_closest(pretrained):
+    from retrieval.config import ModelParams
+    from retrieval.model import build_model
+    with pytest.raises(InputError, match=r"model.backbone: 'tf_efficientnet_lit0' is not a timm model name; "
+                                         r"closest: tf_efficientnet_lite0"):
+        build_model(ModelParams(backbone="tf_efficientnet_lit0", embedding_dim=8), pretrained=pretrained)
+
+
+# -- the search command treats a folder as the pipeline does ----------------------------------
+
+def search_folder(root: Path) -> Path:
+    folder = root / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpeg_bytes((200, 30, 30)))
+    (folder / "b.png").write_bytes(jpeg_bytes((30, 200, 30)))
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (folder / "dir.jpg").mkdir()  # a folder with an image's name
+    return folder
+
+
+def test_search_refuses_an_undecodable_image_by_default(work, capsys):
+    search_folder(Path("."))
+    from stages import search
+    assert search.main(["photos", *SEARCH_FILES]) == 2
+    one_line_error(capsys, "1 undecodable image(s)", "photos/bad.jpg", "--bad-images skip")
+
+
+def test_search_skips_bad_images_and_non_files_when_asked(work, capsys, caplog):
+    search_folder(Path("."))
+    from stages import search
+    with caplog.at_level(logging.WARNING):
+        assert search.main(["photos", "--json", "--top", "2", "--bad-images", "skip", *SEARCH_FILES]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).name for p in found) == ["a.jpg", "b.png"]
+    assert all(len(hits) == 2 for hits in found.values())
+    assert "1 entries skipped, not files, e.g. photos/dir.jpg" in caplog.text
+    assert "bad.jpg" in caplog.text and "1 of 3 images skipped as undecodable" in caplog.text
+
+
+# -- scoring: the truth's faults are the truth's -------------------------------------------------
+
+def score_setup(root: Path, query_ids=("q1", "q2")) -> None:
+    from retrieval.submission import write_submission
+    (root / "truth").mkdir()
+    pd.DataFrame({"id": list(query_ids), "label": ["a", "b"]}).to_csv(root / "truth" / "query.csv", index=False)
+    pd.DataFrame({"id": ["r1", "r2"], "label": ["a", "b"]}).to_csv(root / "truth" / "reference.csv", index=False)
+    write_submission(root / "sub.csv", {"q1": ["r1", "r2"], "q2": ["r2", "r1"]}, ["q1", "q2"], ["r1", "r2"])
+
+
+def test_score_names_a_space_padded_truth_id_as_the_truth_files_fault(tmp_path, capsys):
+    score_setup(tmp_path, query_ids=("q1", " q2"))
+    from stages import score
+    assert score.main(["--submission", str(tmp_path / "sub.csv"), "--truth", str(tmp_path / "truth")]) == 2
+    one_line_error(capsys, "query.csv: row 3: id ' q2' has surrounding spaces", "fix the truth file")
+
+
+def test_score_refuses_a_file_as_truth_directory(tmp_path, capsys):
+    score_setup(tmp_path)
+    from stages import score
+    assert score.main(["--submission", str(tmp_path / "sub.csv"), "--truth", str(tmp_path / "truth" / "query.csv")]) == 2
+    one_line_error(capsys, "query.csv: not a directory")

@@ -43,6 +43,12 @@ def test_repository_params_are_valid_and_complete():
     ({"rerank": {"steps": ["diffusion", "qe"]}}, "rerank.steps: kreciprocal or diffusion must be the last"),
     ({"rerank": {"steps": ["kreciprocal", "diffusion"]}}, "rerank.steps"),
     ({"rerank": {"steps": ["whitening"]}}, "rerank.steps.0"),
+    # across sections: refused here, before any stage runs (issue 15)
+    ({"ensemble": {"fold_weights": [1, 1]}}, "ensemble.fold_weights has 2 weights for the 3 folds of cv.folds"),
+    ({"cv": {"folds": [0]}, "ensemble": {"fold_weights": [0.0]}}, "ensemble.fold_weights must be non-negative, not all zero"),
+    ({"extract": {"scales": [1.0, 0.03]}}, "extract.scales: 0.03 x extract.image_size 224 is 7 px, under the minimum of 32 px"),
+    ({"train": {"nproc": 4, "batch_size": 30}}, "train.batch_size 30 must be a multiple of train.nproc 4"),
+    ({"train": {"nproc": 2, "batch_size": 8, "sampler": "pk", "m_per_class": 8}}, "not a multiple of train.m_per_class 8"),
 ])
 def test_bad_params_name_the_key(raw, needle):
     with pytest.raises(InputError, match=needle.replace(".", r"\.")):

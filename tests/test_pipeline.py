@@ -1,8 +1,8 @@
 """Every stage's ``main`` on tiny generated data, chained as dvc.yaml chains them, then scored.
 
-A second test runs real ``dvc repro`` in a scratch copy of the repository and checks the
-caching contract: a second repro does nothing, and a ``rerank`` param reruns only rerank and
-ensemble.
+Further tests run real ``dvc repro`` in a scratch copy of the repository and check the
+caching contract (a second repro does nothing, a ``rerank`` param reruns only check, rerank,
+ensemble and report) and that a params mistake stops the pipeline before any output is removed.
 """
 import json
 import os
@@ -156,15 +156,22 @@ def merged(base: dict, over: dict) -> dict:
     return out
 
 
-def dvc(repo: Path, *args: str) -> str:
+def dvc_run(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+
+
+def dvc(repo: Path, *args: str) -> str:
+    out = dvc_run(repo, *args)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
-def test_dvc_repro_caches_and_reruns_only_what_changed(tmp_path):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """A scratch copy of the repository with the tiny params, after one complete ``dvc repro``:
+    (repo, its params as a dict)."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
     repo.mkdir()
     for item in ("dvc.yaml", "retrieval", "stages"):
         src = ROOT / item
@@ -176,7 +183,16 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
     first = dvc(repo, "repro")
-    assert "Running stage 'ensemble'" in first and "Running stage 'report'" in first
+    assert "Running stage 'check'" in first and "Running stage 'ensemble'" in first and "Running stage 'report'" in first
+    return repo, tiny
+
+
+def ran_stages(out: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+
+
+def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo):
+    repo, tiny = tiny_repo
     assert (repo / "outputs/submission/submission.csv").is_file() and (repo / "outputs/report/index.html").is_file()
     assert "Running stage" not in dvc(repo, "repro")  # nothing changed: nothing runs
     # the plots render: training curves of both folds (fold 2 of the default three is absent
@@ -186,8 +202,57 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tmp_path):
     for name in ("validation mAP@1000", "training loss", "learning rate", "fold1/history.csv",
                  "outputs/rerank/fold0/ablation.csv"):
         assert name in page, name
-    tiny["rerank"]["qe"]["alpha"] = 1.0
+    changed = merged(tiny, {"rerank": {"qe": {"alpha": 1.0}}})
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed))
+    # check reads the whole params.yaml and reruns, but writes the same line: nothing else reruns
+    # for it; the report ranks validation as rerank does
+    assert ran_stages(dvc(repo, "repro")) == ["check", "ensemble", "report", "rerank@0", "rerank@1"]
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    """Every file under outputs/, and dvc.lock, as bytes."""
+    files = [f for f in (repo / "outputs").rglob("*") if f.is_file()] + [repo / "dvc.lock"]
+    return {f.relative_to(repo).as_posix(): f.read_bytes() for f in files}
+
+
+# a params mistake stops `dvc repro` in the check stage (or, for the demo section, in demo, whose
+# output persists), before DVC removes any output: every earlier file is still there, byte for byte
+@pytest.mark.parametrize("change,needle", [
+    ({"train": {"epoch": 3}}, "train.epoch: is not a known key"),
+    ({"rerank": {"qe": {"kk": 3}}}, "rerank.qe.kk: is not a known key"),
+    ({"cv": {"n_folds": 7, "folds": [0, 1]}}, "cv.n_folds 7 exceeds the 6 training classes"),
+    ({"demo": {"sed": 1}}, "demo.sed: is not a known key"),
+], ids=["train-typo", "rerank-typo", "n_folds-vs-data", "demo-typo"])
+def test_dvc_repro_refuses_a_params_mistake_and_keeps_every_output(tiny_repo, change, needle):
+    repo, tiny = tiny_repo
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
-    again = dvc(repo, "repro")
-    ran = sorted(line.split("'")[1] for line in again.splitlines() if line.startswith("Running stage"))
-    assert ran == ["ensemble", "report", "rerank@0", "rerank@1"]  # the report ranks validation as rerank does
+    dvc(repo, "repro")  # whatever an earlier test left: a complete, current run
+    before = snapshot(repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(merged(tiny, change)))
+    out = dvc_run(repo, "repro")
+    assert out.returncode != 0 and needle in out.stderr, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert ran_stages(out.stdout) == (["demo"] if "demo" in change else ["check"])
+    assert snapshot(repo) == before
+
+
+def test_a_second_dvc_repro_at_once_is_refused_and_the_first_finishes(tiny_repo):
+    repo, tiny = tiny_repo
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
+    dvc(repo, "repro")
+    (repo / "params.yaml").write_text(yaml.safe_dump(merged(tiny, {"rerank": {"qe": {"alpha": 2.0}}})))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in first.stdout:  # once it runs a stage, it holds the repository's lock
+        if line.startswith("Running stage"):
+            break
+    second = dvc_run(repo, "repro")
+    rest = first.communicate()[0]
+    assert first.returncode == 0, rest
+    # DVC's own refusal: a path the first run reads or writes is locked ('... is busy, it is being
+    # blocked by: (PID ...)'), or the repository is ('Unable to acquire lock')
+    assert second.returncode != 0 and ("is busy" in second.stderr or "Unable to acquire lock" in second.stderr), \
+        second.stdout + second.stderr
+    assert "Running stage" not in second.stdout
+    assert "Running stage" not in dvc(repo, "repro")  # the first run's results are complete and current

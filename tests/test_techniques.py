@@ -136,7 +136,7 @@ def test_pk_sampler_is_a_function_of_seed_and_epoch():
 
 
 def test_pk_sampler_refuses_a_batch_it_cannot_fill():
-    with pytest.raises(ValueError, match="2 classes x m_per_class 4 cannot fill a batch of 16"):
+    with pytest.raises(InputError, match="2 classes x train.m_per_class 4 cannot fill a batch of 16"):
         PKSampler(np.repeat([0, 1], 10), m=4, batch_size=16, length=20, seed=0)
 
 
