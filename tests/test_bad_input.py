@@ -343,7 +343,7 @@ def test_truncated_feature_file_is_one_line(work, capsys, name):
     truncated(Path(name))
     from stages import rerank
     assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz", "--ranking", "rk.npz",
-                        "--metrics", "rm.json", "--ablation", "ra.csv"]) == 2
+                        "--metrics", "rm.json", "--ablation", "ra.csv", "--valid-ap", "rv.csv"]) == 2
     one_line_error(capsys, f"{name}: not a readable feature file", "re-run the extract stage")
 
 

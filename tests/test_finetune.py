@@ -163,8 +163,9 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tmp_path, m
     saved = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(saved[k], end[k]) for k in end)  # the EMA weights validated are the ones kept
     hist = pd.read_csv(tmp_path / "h.csv")
-    # the learning rates of the next step: the backbone's own warm-up has begun (half of lr 1e-3)
-    assert hist["backbone_lr"].tolist()[:2] == pytest.approx([0.0, 5e-4])
+    # the rate of the next step: 12 training images, batch 8, so 1 step an epoch and no warm-up
+    # step (round(0.5)); after the head epoch the backbone starts at lr x lr_factor(0, 1, 0) = lr
+    assert hist["backbone_lr"].tolist()[:2] == pytest.approx([0.0, 1e-3])
 
 
 def test_interpolate_golden_and_ends():
