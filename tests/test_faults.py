@@ -94,7 +94,9 @@ def test_a_write_the_kernel_refuses_leaves_every_kind_of_output_intact(tmp_path)
     assert res.returncode == 0, res.stderr
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines())
     assert set(lines) == {"json", "features", "ranking", "checkpoint", "csv"}
-    assert all(v.startswith("failed") for v in lines.values()), lines
+    # each as an OSError with its errno (EFBIG), which a stage reports in one line; torch's own
+    # writer raised a bare RuntimeError for the checkpoint
+    assert all(v == "failed OSError" for v in lines.values()), lines
     for kind in lines:  # still the small first version, readable
         assert (out / kind).stat().st_size < 16384, kind
     assert json.loads((out / "json").read_text()) == {"x": list(range(10))}
