@@ -62,19 +62,20 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.0
 def param_groups(model, loss_fn, tp) -> list[dict]:
     """The optimiser's groups: one per backbone layer (stem, stages) at ``lr x backbone_lr_scale x
     layer_decay ** (layers above it)``, the neck and pooling at ``lr``, the margin head at
-    ``head_lr``. Frozen parameters are left out; ``backbone`` marks the backbone's groups."""
+    ``head_lr``. Frozen parameters are left out; ``backbone`` marks the backbone's groups and
+    ``name`` names each (``backbone.<layer>``, ``neck``, ``head``)."""
     ids, top = backbone_layer_ids(model.backbone)
     layers: dict[int, list] = {}
     for name, prm in model.backbone.named_parameters():
         if prm.requires_grad:
             layers.setdefault(ids[name], []).append(prm)
     base = tp.lr * tp.backbone_lr_scale
-    groups = [{"params": ps, "lr": base * tp.layer_decay ** (top - i), "backbone": True}
+    groups = [{"params": ps, "lr": base * tp.layer_decay ** (top - i), "backbone": True, "name": f"backbone.{i}"}
               for i, ps in sorted(layers.items())]
     rest = [prm for name, prm in model.named_parameters() if not name.startswith("backbone.") and prm.requires_grad]
-    groups.append({"params": rest, "lr": tp.lr, "backbone": False})
+    groups.append({"params": rest, "lr": tp.lr, "backbone": False, "name": "neck"})
     if list(loss_fn.parameters()):  # the margin head's class centres, at their own rate
-        groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr, "backbone": False})
+        groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr, "backbone": False, "name": "head"})
     return groups
 
 
@@ -519,7 +520,7 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
         m = validate()
         interrupts.check()
         row = {"epoch": epoch, "image_size": epoch_size(epoch), "train_loss": loss_sum / max(seen, 1),
-               "lr": opt.param_groups[-2 if list(loss_fn.parameters()) else -1]["lr"],  # the neck's
+               "lr": next(g["lr"] for g in opt.param_groups if g["name"] == "neck"),
                "backbone_lr": max((g["lr"] for g in opt.param_groups if g["backbone"]), default=0.0),
                "val_map@1000": m["map@1000"], "val_p@1": m["p@1"],
                "seconds": time.perf_counter() - start, "train_img_per_s": seen / max(train_s, 1e-9)}
@@ -543,7 +544,8 @@ def _train_fold(params: Params, folds: pd.DataFrame, root: str, fold: int, resum
     epochs_bar.close()
     wise = {}
     if tp.wise_alphas and tp.epochs:
-        best, best_state, wise = _wise(start_state, _cpu_copy(shown.state_dict()), tp, best, best_state, validate)
+        last = _cpu_copy(ema.state if ema is not None else model.state_dict())  # also after a resume at the end
+        best, best_state, wise = _wise(start_state, last, tp, best, best_state, validate)
     if tp.epochs and best["epoch"] == 0 and d.main:
         log.warning("fold %d %s: training did not help: no epoch beat the pretrained model's validation "
                     "mAP@1000 %.4f; the checkpoint is the untrained epoch 0", fold, mp.backbone, best["map@1000"])
