@@ -363,6 +363,7 @@ def test_truncated_ranking_file_is_one_line(tmp_path, monkeypatch, capsys):
     truncated(Path("rk1.npz"))
     from stages import ensemble
     assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
+                          "--valid-ap", "va{fold}.csv", "--pooled-ap", "va.csv",
                           "--submission", "s.csv", "--metrics", "m.json"]) == 2
     one_line_error(capsys, "rk1.npz: not a readable ranking file", "re-run the rerank stage")
 
