@@ -27,8 +27,9 @@ def test_stage_hitting_enospc_keeps_its_previous_output(tmp_path, monkeypatch, c
         save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.array([[2.0, 1.0]]),
                      np.array([[0, 1]]))
         Path(f"rm{f}.json").write_text(json.dumps({"valid": {"final": {"map@1000": 1.0, "p@1": 1.0, "n_queries": 1}}}))
-    args = ["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json", "--submission", "s.csv",
-            "--metrics", "m.json"]
+        Path(f"va{f}.csv").write_text(f"query_id,label,ap,p@1\nv{f},a,1.0,1\n")
+    args = ["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json", "--valid-ap", "va{fold}.csv",
+            "--pooled-ap", "va.csv", "--submission", "s.csv", "--metrics", "m.json"]
     assert ensemble.main(args) == 0
     before = {p: Path(p).read_bytes() for p in ("s.csv", "m.json")}
 
