@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from retrieval.io import UNREADABLE_NPZ, InputError, atomic_path
+from retrieval.io import InputError, atomic_path, read_npz
 
 
 def save_ranking(path: str | Path, query_ids, reference_ids, scores: np.ndarray, indices: np.ndarray) -> None:
@@ -28,12 +28,8 @@ def load_ranking(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no ranking file (run the rerank stage first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            r = {k: z[k] for k in ("query_ids", "reference_ids", "scores", "indices")}
-    except UNREADABLE_NPZ as err:
-        raise InputError(f"{path}: not a readable ranking file, empty or truncated? "
-                         f"({type(err).__name__}: {err}); re-run the rerank stage") from None
+    r = read_npz(path, "ranking file", "rerank",
+                 lambda z: {k: z[k] for k in ("query_ids", "reference_ids", "scores", "indices")})
     if r["scores"].shape != r["indices"].shape or len(r["scores"]) != len(r["query_ids"]):
         raise InputError(f"{path}: scores, indices and query ids do not line up")
     return r

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.io import UNREADABLE_NPZ, InputError, atomic_path
+from retrieval.io import InputError, atomic_path, read_npz
 
 
 @dataclass
@@ -68,15 +68,9 @@ def load_features(path: str | Path, expect_ids: Sequence[str] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no feature file (run the extract stage first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            feats = Features(z["ids"], z["embeddings"],
-                             z["labels"] if "labels" in z else None,
-                             z["roles"] if "roles" in z else None,
-                             json.loads(str(z["meta"])) if "meta" in z else {})
-    except UNREADABLE_NPZ as err:
-        raise InputError(f"{path}: not a readable feature file, empty or truncated? "
-                         f"({type(err).__name__}: {err}); re-run the extract stage") from None
+    feats = read_npz(path, "feature file", "extract", lambda z: Features(
+        z["ids"], z["embeddings"], z["labels"] if "labels" in z else None, z["roles"] if "roles" in z else None,
+        json.loads(str(z["meta"])) if "meta" in z else {}))
     if expect_ids is not None and feats.ids.tolist() != list(expect_ids):
         raise InputError(f"{path}: ids do not line up with the expected {len(expect_ids)} ids "
                          f"(file has {len(feats.ids)}); re-run extract")

@@ -8,7 +8,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 class InputError(Exception):
@@ -18,6 +18,18 @@ class InputError(Exception):
 # what np.load and reading a damaged .npz raise: truncated (BadZipFile, EOFError), a member cut
 # short (OSError, ValueError), an array missing (KeyError), a meta that is not JSON (ValueError)
 UNREADABLE_NPZ = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+
+
+def read_npz(path: Path, what: str, stage: str, read: Callable[[Any], Any]) -> Any:
+    """``read`` applied to the open ``.npz`` at ``path``; a damaged file is one :class:`InputError`
+    naming it as ``what`` and the ``stage`` that writes it."""
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return read(z)
+    except UNREADABLE_NPZ as err:
+        raise InputError(f"{path}: not a readable {what}, empty or truncated? "
+                         f"({type(err).__name__}: {err}); re-run the {stage} stage") from None
 
 
 @contextlib.contextmanager
