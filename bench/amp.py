@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.embed import embed_images  # noqa: E402
+from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.metrics import retrieval_metrics  # noqa: E402
-from retrieval.model import model_from_checkpoint  # noqa: E402
-from retrieval.search import knn  # noqa: E402
+from retrieval.model.checkpoints import model_from_checkpoint  # noqa: E402
+from retrieval.rank.knn import knn  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ per query, peak memory and recall@k against exact search.
 The gallery: ``n_ref`` L2-normalised vectors around ``n_ref // 25`` random centres (as in
 bench/rerank.py), generated once in chunks into a temporary .npy that every child process
 memory-maps. Each method runs in a fresh child (``--child METHOD``) through the pipeline's own
-:func:`retrieval.search.build_index` and :func:`retrieval.search.search`, with the params given
+:func:`retrieval.rank.knn.build_index` and :func:`retrieval.rank.knn.search`, with the params given
 here (defaults: the pipeline's ``rerank.index`` defaults, except ``nlist`` 1024 and ``nprobe``
 16, so that IVF training fits a 2-core budget), so its peak resident memory
 (``ru_maxrss``) is its own. ``exact`` also writes the ground truth the others are scored on:
@@ -54,7 +54,7 @@ def make_gallery(folder: Path, n_ref: int, n_query: int, dim: int, seed: int, no
 
 
 def run_child(method: str, folder: Path, k: int, p: IndexParams) -> dict:
-    from retrieval.search import build_index, search
+    from retrieval.rank.knn import build_index, search
 
     refs = np.load(folder / "refs.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy")

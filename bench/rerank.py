@@ -5,12 +5,12 @@ that a method's time and peak RSS are its own and not inflated by an earlier one
 
 * ``matmul_floor_s``: one dense float32 product ``queries @ references.T`` (numpy/BLAS), the
   floor any exact search has to pay;
-* ``search_s``: :func:`retrieval.search.knn` with ``k`` (default 1000), and
+* ``search_s``: :func:`retrieval.rank.knn.knn` with ``k`` (default 1000), and
   ``search_vs_floor = search_s / matmul_floor_s``;
-* ``qe_dba_s``: :func:`retrieval.rerank.dba` on the references, then
-  :func:`retrieval.rerank.alpha_qe` on the queries, then the search;
-* ``kreciprocal_s``: :func:`retrieval.kreciprocal.k_reciprocal` (top_k=k);
-* ``diffusion_s``: :func:`retrieval.diffusion.diffusion` (20 CG iterations at most, top_k=k).
+* ``qe_dba_s``: :func:`retrieval.rank.expansion.dba` on the references, then
+  :func:`retrieval.rank.expansion.alpha_qe` on the queries, then the search;
+* ``kreciprocal_s``: :func:`retrieval.rank.kreciprocal.k_reciprocal` (top_k=k);
+* ``diffusion_s``: :func:`retrieval.rank.diffusion.diffusion` (20 CG iterations at most, top_k=k).
 
 Every method runs with the pipeline's default params (``retrieval.config.RerankParams()``:
 the values in params.yaml), so the figures are those of what ``dvc repro`` runs.
@@ -88,7 +88,7 @@ def run_child(method: str, features: str, k: int) -> dict:
     query_labels, ref_labels = labels[:n_query], labels[n_query:]
     del x
     from retrieval.metrics import retrieval_metrics
-    from retrieval.search import knn
+    from retrieval.rank.knn import knn
     base = _peak_gb()
     ranked = None
     t0 = time.perf_counter()
@@ -100,18 +100,18 @@ def run_child(method: str, features: str, k: int) -> dict:
         _, ranked = knn(queries, references, k)
         elapsed = time.perf_counter() - t0
     elif method == "qe_dba":
-        from retrieval.rerank import alpha_qe, dba
+        from retrieval.rank.expansion import alpha_qe, dba
         refs2 = dba(references, P.dba.k, P.dba.alpha)
         q2 = alpha_qe(queries, refs2, P.qe.k, P.qe.alpha)
         _, ranked = knn(q2, refs2, k)
         elapsed = time.perf_counter() - t0
     elif method == "kreciprocal":
-        from retrieval.kreciprocal import k_reciprocal
+        from retrieval.rank.kreciprocal import k_reciprocal
         c = P.kreciprocal
         _, ranked = k_reciprocal(queries, references, c.k1, c.k2, c.lambda_value, top_k=k)
         elapsed = time.perf_counter() - t0
     elif method == "diffusion":
-        from retrieval.diffusion import diffusion
+        from retrieval.rank.diffusion import diffusion
         c = P.diffusion
         _, ranked = diffusion(queries, references, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
         elapsed = time.perf_counter() - t0

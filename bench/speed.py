@@ -31,10 +31,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.config import ModelParams, TrainParams  # noqa: E402
-from retrieval.data import ImageDataset, make_loader, train_transform  # noqa: E402
-from retrieval.embed import embed_images  # noqa: E402
-from retrieval.model import autocast_dtype, build_model, freeze_stages, metric_loss, set_train_mode  # noqa: E402
-from retrieval.train import forward_loss  # noqa: E402
+from retrieval.data.loaders import ImageDataset, make_loader, train_transform  # noqa: E402
+from retrieval.embed.tta import embed_images  # noqa: E402
+from retrieval.model.losses import metric_loss  # noqa: E402
+from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
+from retrieval.train.loop import forward_loss  # noqa: E402
 
 SETUPS = {  # name: (channels_last, amp, num_workers)
     "fp32_eager_main_thread": (False, "off", 0),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from retrieval.config import Params
-from retrieval.folds import make_folds
+from retrieval.data.folds import make_folds
 from retrieval.io import InputError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def check_root(root: str | Path) -> None:
 
 
 def checked_folds(p: Params, train: pd.DataFrame) -> pd.DataFrame:
-    """The split of ``train`` (:func:`retrieval.folds.make_folds`), refused if a fold of
+    """The split of ``train`` (:func:`retrieval.data.folds.make_folds`), refused if a fold of
     ``cv.folds`` could not train: more folds than classes, a training part of fewer than 2
     classes, or (``train.sampler: pk``) too few classes to fill a batch."""
     n_classes = train["label"].nunique()

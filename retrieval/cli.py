@@ -1,6 +1,7 @@
 """What every stage script shares: logging set-up and one-line errors instead of tracebacks."""
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import logging
@@ -36,3 +37,12 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 1
 
     return main
+
+
+def parser(doc: str, params: bool = True) -> argparse.ArgumentParser:
+    """A stage's argument parser, described by the first line of its docstring ``doc``; with
+    ``params``, the ``--params`` option every pipeline stage takes (default ``params.yaml``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if params:
+        ap.add_argument("--params", default="params.yaml")
+    return ap

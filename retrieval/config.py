@@ -100,7 +100,7 @@ class TrainParams(Section):
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
     freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(1, ge=0)  # DataLoader worker processes
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores

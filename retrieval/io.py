@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes, JSON, and the errors stages print as one line."""
+"""Small file helpers: atomic writes (text, JSON, ``.npz``, torch), reading damaged files as one
+line, the resume-folder lock, and the errors stages print as one line."""
 from __future__ import annotations
 
 import contextlib
@@ -107,3 +108,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def read_torch_file(path: Path, what: str, hint: str, weights_only: bool) -> object:
+    """``torch.load`` of ``path``; an empty, truncated or foreign file is one :class:`InputError`."""
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and EOF errors alike mean: not readable
+        raise InputError(f"{path}: not a readable {what}, empty or truncated? ({first_line(err)}); {hint}") from None
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """``np.savez`` of ``arrays`` written atomically to ``path`` (through an open file, so numpy
+    adds no ``.npz`` to the temporary name)."""
+    import numpy as np
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)

@@ -1,4 +1,4 @@
-"""Retrieval metrics in pure numpy: AP@k, mAP@k, P@1 and a deterministic top-k.
+"""Retrieval metrics in pure numpy: AP@k, mAP@k and P@1 of rankings, and the metric names.
 
 Conventions used throughout:
 
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 PAD = -1
+MAP, P1, N_QUERIES = "map@1000", "p@1", "n_queries"  # the pipeline's metric names (k = 1000)
 
 
 def average_precision(relevant: np.ndarray, n_relevant: int, k: int = 1000) -> float:
@@ -44,57 +45,6 @@ def average_precision(relevant: np.ndarray, n_relevant: int, k: int = 1000) -> f
     return float(precision[rel].sum() / min(n_relevant, k))
 
 
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``min(k, N)`` highest scores of each row, best first.
-
-    ``scores`` is ``[Q, N]`` (or a 1-D ``[N]`` vector, giving a 1-D result). Ties are broken
-    by the lower column index, including ties at the k-th place, so the result is
-    deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``.
-    """
-    scores = np.asarray(scores)
-    if scores.ndim not in (1, 2):
-        raise ValueError(f"scores must be 1-D or 2-D, got shape {scores.shape}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    if scores.dtype.kind in "fc" and np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    if scores.ndim == 1:
-        return topk_indices(scores[None, :], k)[0]
-    n_rows, n_cols = scores.shape
-    k = min(k, n_cols)
-    if k == 0:
-        return np.empty((n_rows, 0), dtype=np.int64)
-    chosen = _topk_columns_ascending(scores, k)
-    order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
-    return np.take_along_axis(chosen, order, axis=1)
-
-
-def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
-    """The column indices of each row's top-k set in ascending index order, ``[Q, k]``.
-
-    The set holds every score above the row's k-th largest value plus, among the scores equal
-    to it, the ones with the lowest column indices; this settles ties at the k-th place.
-    """
-    n_cols = scores.shape[1]
-    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
-    above = scores > kth
-    at = scores == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    take = above | (at & (np.cumsum(at, axis=1) <= room))
-    return np.nonzero(take)[1].reshape(scores.shape[0], k)
-
-
-def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:
-    """Row-wise argsort, highest first, equal values kept in their original column order.
-
-    Sorting the column-reversed rows ascending with a stable sort and reversing the result
-    gives that order without negating the values (safe for unsigned and boolean dtypes).
-    """
-    n_cols = values.shape[1]
-    order = np.argsort(values[:, ::-1], axis=1, kind="stable")[:, ::-1]
-    return n_cols - 1 - order
-
-
 def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> np.ndarray:
     """Per-query AP@k of a ranking ``[Q, K]`` of reference indices (``-1`` = padding).
 
@@ -117,8 +67,8 @@ def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k:
     ap, first_hit = per_query_metrics(ranked, query_labels, ref_labels, k)
     n_queries = len(ap)
     if n_queries == 0:
-        return {f"map@{k}": 0.0, "p@1": 0.0, "n_queries": 0}
-    return {f"map@{k}": float(ap.mean()), "p@1": float(first_hit.mean()), "n_queries": int(n_queries)}
+        return {f"map@{k}": 0.0, P1: 0.0, N_QUERIES: 0}
+    return {f"map@{k}": float(ap.mean()), P1: float(first_hit.mean()), N_QUERIES: int(n_queries)}
 
 
 def per_query_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any,
@@ -128,11 +78,6 @@ def per_query_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any,
     relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)
     first_hit = relevant[:, 0] if relevant.shape[1] else np.zeros(relevant.shape[0], dtype=bool)
     return _ap_rows(relevant, n_relevant, k), first_hit
-
-
-def score_matrix_metrics(scores: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
-    """:func:`retrieval_metrics` of the top-k ranking of a ``[Q, N]`` score matrix (higher = better)."""
-    return retrieval_metrics(topk_indices(scores, k), query_labels, ref_labels, k)
 
 
 def _check_k(k: int) -> None:

@@ -13,23 +13,21 @@ Params  the whole of params.yaml
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 from retrieval.checks import check_root, checked_folds, shared_test_ids
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.data import scan_test, scan_train
+from retrieval.data.images import scan_test, scan_train
 from retrieval.io import atomic_path
-from retrieval.model import check_backbone
+from retrieval.model.network import check_backbone
 
 PASSED = "params.yaml and data.root passed the checks\n"
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     ap.add_argument("--out", required=True, help="file to write once every check passes")
     args = ap.parse_args(argv)
     p = load_params(args.params)

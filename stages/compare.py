@@ -14,18 +14,17 @@ Exits   2 with one ``error: ...`` line naming the file if a file lacks the colum
 """
 from __future__ import annotations
 
-import argparse
 import json
 
-from retrieval.bootstrap import RESAMPLES, SEED, paired_comparison
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.io import write_json
-from retrieval.perquery import paired_ap
+from retrieval.results.bootstrap import RESAMPLES, SEED, paired_comparison
+from retrieval.results.per_query import paired_ap
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, params=False)
     ap.add_argument("a", help="per-query AP file of experiment A")
     ap.add_argument("b", help="per-query AP file of experiment B (the same query ids)")
     ap.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples and halves ({RESAMPLES})")

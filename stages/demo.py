@@ -9,18 +9,16 @@ Params  demo.seed, demo.n_train_classes, demo.n_test_classes, demo.train_per_cla
 """
 from __future__ import annotations
 
-import argparse
 
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.demo import make_demo
+from retrieval.data.demo import make_demo
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--out", required=True, help="directory to write the data set into")
-    ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     counts = make_demo(args.out, **load_params(args.params).demo.model_dump())
     print(f"demo: {counts['train_images']} train images of {counts['train_classes']} classes, "

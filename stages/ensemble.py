@@ -11,23 +11,22 @@ Params  cv.folds, ensemble
 """
 from __future__ import annotations
 
-import argparse
 
-import numpy as np
 
-from retrieval.bootstrap import cv_uncertainty
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.ensemble import fuse_rankings, load_ranking
 from retrieval.io import InputError, read_json, write_json
-from retrieval.perquery import AP, COLUMNS, check_matches_metrics, pool_folds, read_per_query, write_per_query
-from retrieval.submission import write_submission
+from retrieval.metrics import MAP, N_QUERIES, P1
+from retrieval.rank.fold_fusion import fuse_rankings
+from retrieval.rank.ranking_file import load_rankings
+from retrieval.results.bootstrap import cv_uncertainty
+from retrieval.results.per_query import AP, COLUMNS, check_matches_metrics, pool_folds, read_per_query, write_per_query
+from retrieval.results.submission import write_submission
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     ap.add_argument("--rankings", required=True, help="path pattern with {fold}, one per fold in cv.folds")
     ap.add_argument("--rerank-metrics", required=True, help="path pattern with {fold}")
     ap.add_argument("--valid-ap", required=True, help="path pattern with {fold}: rerank's per-query validation APs")
@@ -37,12 +36,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     p = load_params(args.params)
     ep = p.ensemble
-    paths = [args.rankings.format(fold=f) for f in p.cv.folds]
-    runs = [load_ranking(r) for r in paths]
-    for path, r in zip(paths[1:], runs[1:]):
-        if not (np.array_equal(r["query_ids"], runs[0]["query_ids"]) and
-                np.array_equal(r["reference_ids"], runs[0]["reference_ids"])):
-            raise InputError(f"{path}: query or reference ids differ from {paths[0]}")
+    runs = load_rankings([args.rankings.format(fold=f) for f in p.cv.folds])
     if ep.fold_weights is not None and len(ep.fold_weights) != len(runs):
         raise InputError(f"ensemble.fold_weights has {len(ep.fold_weights)} weights for {len(runs)} rankings")
     qids, rids = runs[0]["query_ids"], runs[0]["reference_ids"]
@@ -51,22 +45,24 @@ def main(argv=None) -> int:
     rankings = {q: rids[row[row >= 0]].tolist() for q, row in zip(qids.tolist(), idx)}
     write_submission(args.submission, rankings, qids.tolist(), rids.tolist(), ep.k)
     folds = [read_json(args.rerank_metrics.format(fold=f))["valid"] for f in p.cv.folds]
-    cv = {}
-    for variant in folds[0]:
-        n = sum(f[variant]["n_queries"] for f in folds)
-        cv[variant] = {key: sum(f[variant][key] * f[variant]["n_queries"] for f in folds) / n
-                       for key in ("map@1000", "p@1")}
+    cv = {variant: pooled_figures([f[variant] for f in folds]) for variant in folds[0]}
     pooled = pool_folds(_fold_tables(args.valid_ap, args.rerank_metrics, p.cv.folds, [f["final"] for f in folds]))
     write_per_query(args.pooled_ap, pooled)
-    fold_maps = {str(f): m["final"]["map@1000"] for f, m in zip(p.cv.folds, folds)}
-    summary = {**cv["final"], "n_queries": len(pooled), **cv_uncertainty(pooled[AP].to_numpy(), fold_maps)}
+    fold_maps = {str(f): m["final"][MAP] for f, m in zip(p.cv.folds, folds)}
+    summary = {**cv["final"], N_QUERIES: len(pooled), **cv_uncertainty(pooled[AP].to_numpy(), fold_maps)}
     empty = sum(1 for v in rankings.values() if not v)
     write_json(args.metrics, {"cv": summary, "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
                               "test_queries": len(qids), "test_references": len(rids)})
     print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
-          f"CV mAP@1000 {summary['map@1000']:.4f} (95% interval {summary['map@1000_ci95_lo']:.4f}-"
-          f"{summary['map@1000_ci95_hi']:.4f}), P@1 {summary['p@1']:.4f}")
+          f"CV mAP@1000 {summary[MAP]:.4f} (95% interval {summary[f'{MAP}_ci95_lo']:.4f}-"
+          f"{summary[f'{MAP}_ci95_hi']:.4f}), P@1 {summary[P1]:.4f}")
     return 0
+
+
+def pooled_figures(folds: list[dict]) -> dict:
+    """mAP@1000 and P@1 of several folds' queries pooled: each fold's figure weighted by its queries."""
+    n = sum(f[N_QUERIES] for f in folds)
+    return {key: sum(f[key] * f[N_QUERIES] for f in folds) / n for key in (MAP, P1)}
 
 
 def _fold_tables(ap_pattern: str, metrics_pattern: str, folds: list[int], finals: list[dict]) -> dict:

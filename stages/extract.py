@@ -16,26 +16,24 @@ Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim;
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 
-import pandas as pd
 import torch
 
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.extract import extract_fold
-from retrieval.features import save_features
+from retrieval.data.folds import read_folds
+from retrieval.embed.extract import extract_fold
+from retrieval.embed.feature_file import save_features
+from retrieval.embed.whitening import save_whitening
 from retrieval.io import claimed, write_json
-from retrieval.model import models_from_checkpoint
-from retrieval.whiten import save_whitening
+from retrieval.model.checkpoints import models_from_checkpoint
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--folds", required=True)
@@ -49,7 +47,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]
-    folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
+    folds = read_folds(args.folds)
     with claimed(args.resume_dir):  # a second run on the same shards at once is refused
         feats, whitenings, metrics = extract_fold(p.extract, p.data.root, folds, args.fold, models, args.resume_dir)
         for name, f in feats.items():

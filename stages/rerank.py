@@ -6,35 +6,38 @@ k-reciprocal re-ranking or kNN-graph diffusion.
 Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract)
 Writes  ``--ranking`` (top-k references of every test query, with scores),
         ``--metrics``: validation mAP@1000 and P@1 with no re-ranking, each step alone and
-        the whole chain, ``--ablation``: the same as a table (method, map@1000, p@1), and
+        the whole chain, ``--ablation``: the same as a table (method, map@1000, p@1),
         ``--valid-ap``: each validation query's AP@1000 and P@1 under the whole chain
-        (query_id,label,ap,p@1; their means are the metrics' ``final`` entry)
+        (query_id,label,ap,p@1; their means are the metrics' ``final`` entry), and
+        ``--valid-ranking``: the validation queries' top-k references under the whole chain,
+        with scores (a ranking file, read by the report)
 Params  rerank
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.ensemble import save_ranking
-from retrieval.features import load_features
+from retrieval.embed.feature_file import load_features
 from retrieval.io import atomic_path, write_json
-from retrieval.perquery import validation_per_query, write_per_query
-from retrieval.rerank import rank, validation_ablation, validation_rankings
+from retrieval.metrics import MAP, P1
+from retrieval.rank.ranking_file import save_ranking
+from retrieval.rank.rerank import rank, validation_ablation, validation_ranking, validation_rankings
+from retrieval.results.per_query import validation_per_query, write_per_query
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     for name in ("query", "reference", "valid"):
         ap.add_argument(f"--{name}", required=True, help=f"{name} feature file from extract")
     ap.add_argument("--ranking", required=True, help="top-k references of each test query (.npz)")
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--ablation", required=True, help="CSV of the validation ablation, for dvc plots")
+    ap.add_argument("--valid-ranking", required=True,
+                    help="top-k references of each validation query under the whole chain (.npz), for the report")
     ap.add_argument("--valid-ap", required=True, help="CSV of each validation query's AP@1000 and P@1 (final chain)")
     args = ap.parse_args(argv)
     rp = load_params(args.params).rerank
@@ -42,16 +45,18 @@ def main(argv=None) -> int:
     valid_rankings = validation_rankings(valid, rp)
     ablation = validation_ablation(valid, valid_rankings)
     write_per_query(args.valid_ap, validation_per_query(valid, valid_rankings["final"]))
+    q = valid.roles == "query"
+    save_ranking(args.valid_ranking, valid.ids[q], valid.ids[~q], *validation_ranking(valid, rp))
     scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
     save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
     write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
-    table = pd.DataFrame([{"method": name, "map@1000": m["map@1000"], "p@1": m["p@1"]} for name, m in ablation.items()])
+    table = pd.DataFrame([{"method": name, MAP: m[MAP], P1: m[P1]} for name, m in ablation.items()])
     with atomic_path(args.ablation) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     print("rerank fold {}: ".format(query.meta.get("fold")) +
-          ", ".join(f"{k} {v['map@1000']:.4f}" for k, v in ablation.items()))
+          ", ".join(f"{k} {v[MAP]:.4f}" for k, v in ablation.items()))
     return 0
 
 

@@ -9,18 +9,17 @@ Exits   2 with one ``error: ...`` line on stderr if the submission or the truth 
 """
 from __future__ import annotations
 
-import argparse
 import json
 
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.metrics import retrieval_metrics
-from retrieval.perquery import ranking_per_query, write_per_query
-from retrieval.submission import read_submission, read_truth, truth_ranking
+from retrieval.results.per_query import ranking_per_query, write_per_query
+from retrieval.results.submission import read_submission, read_truth, truth_ranking
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, params=False)
     ap.add_argument("--submission", required=True, help="submission CSV (query_id,reference_ids)")
     ap.add_argument("--truth", required=True, help="directory with query.csv and reference.csv (id,label)")
     ap.add_argument("--k", type=int, default=1000, help="rank cut-off of mAP (default 1000)")

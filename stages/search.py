@@ -13,25 +13,22 @@ error naming it, or, with ``--bad-images skip``, left out and reported on stderr
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-import numpy as np
 import torch
 
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.query import decodable, list_inputs, search_images
+from retrieval.results.search import decodable, list_inputs, search_images
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("images", nargs="+", help="image files or directories of images")
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="pattern with {fold}")
     ap.add_argument("--references", default="outputs/extract/fold{fold}/reference.npz", help="pattern with {fold}")
     ap.add_argument("--whitening", default="outputs/extract/fold{fold}/whitening.npz", help="pattern with {fold}")

@@ -8,29 +8,26 @@ Params  seed, data.root, cv.n_folds, split.query_fraction; and, to refuse a fold
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 from retrieval.checks import checked_folds
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval.data import drop_undecodable, scan_train
-from retrieval.folds import fold_summary
-from retrieval.io import atomic_path, write_json
+from retrieval.data.folds import fold_summary, write_folds
+from retrieval.data.images import drop_undecodable, scan_train
+from retrieval.io import write_json
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
     p = load_params(args.params)
     train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
     folds = checked_folds(p, train)  # as the check stage did, on the images that decode
-    with atomic_path(args.out) as tmp:
-        folds.to_csv(tmp, index=False)
+    write_folds(args.out, folds)
     summary = fold_summary(folds)
     write_json(args.metrics, {"images": len(folds), "classes": int(folds["label"].nunique()),
                               "skipped_images": len(skipped), **summary})

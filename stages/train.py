@@ -14,23 +14,20 @@ Params  seed, data.root, cv, model, train
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-import pandas as pd
-
-from retrieval.cli import stage
+from retrieval.cli import parser, stage
 from retrieval.config import load_params
-from retrieval import distributed
+from retrieval.data.folds import read_folds
 from retrieval.io import InputError, write_json
-from retrieval.train import train_fold
+from retrieval.train import distributed
+from retrieval.train.loop import VAL_MAP, train_fold
 
 
 @stage
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = parser(__doc__)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--folds", required=True)
     ap.add_argument("--model", required=True, help="checkpoint to write (best epoch)")
@@ -46,7 +43,7 @@ def main(argv=None) -> int:
     nproc = p.train.nproc if args.nproc is None else args.nproc
     if nproc > 1 and not distributed.under_torchrun():
         return distributed.relaunch(nproc, "stages.train", sys.argv[1:] if argv is None else list(argv))
-    folds = pd.read_csv(args.folds, dtype={"image": str, "id": str, "label": str}, keep_default_na=False)
+    folds = read_folds(args.folds)
     d = distributed.setup()
     if not d.main:
         logging.getLogger("retrieval").setLevel(logging.WARNING)
@@ -59,7 +56,7 @@ def main(argv=None) -> int:
         return 0
     write_json(args.metrics, metrics)
     print(f"train fold {args.fold}: best epoch {metrics['best_epoch']}, "
-          f"val mAP@1000 {metrics['val_map@1000']:.4f} (epoch 0: {metrics['epoch0_val_map@1000']:.4f})")
+          f"val mAP@1000 {metrics[VAL_MAP]:.4f} (epoch 0: {metrics['epoch0_' + VAL_MAP]:.4f})")
     return 0
 
 

@@ -1,9 +1,41 @@
 """Fixtures shared by several test modules."""
+import copy
+
 import pytest
 import torch
 
 from retrieval.config import ModelParams
-from retrieval.model import build_model
+from retrieval.model.network import build_model
+
+# The tiny pipeline the slow tests run (a few 48 px demo images, an untrained 16-d model on no
+# pretrained weights, a few steps); each module merges in what it varies (seeds, sizes, epochs).
+TINY = {
+    "data": {"root": "data"},
+    "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
+             "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
+    "cv": {"n_folds": 2, "folds": [0, 1]},
+    "model": {"pretrained": "none", "embedding_dim": 16},
+    "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
+              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
+    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True},
+    "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
+    "ensemble": {"k": 1000},
+}
+
+
+def merged(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, section by section (nested dicts merged, other values replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    """``tiny_params(over)``: the tiny pipeline params (:data:`TINY`) with ``over`` merged in;
+    ``tiny_params(over, base)``: ``base`` (other params) with ``over`` merged in. A fresh copy each call."""
+    return lambda over=None, base=None: merged(copy.deepcopy(TINY if base is None else base), over or {})
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from retrieval.data import check_images, drop_undecodable, load_image, scan_test, scan_train
+from retrieval.data.images import check_images, drop_undecodable, load_image, scan_test, scan_train
 from retrieval.io import InputError
 
 
@@ -105,7 +105,7 @@ def test_exif_orientation_is_honoured(tmp_path):
 
 
 def test_one_pixel_image_goes_through_the_transforms(tmp_path):
-    from retrieval.data import eval_transform, train_transform
+    from retrieval.data.loaders import eval_transform, train_transform
     Image.new("RGB", (1, 1), (5, 6, 7)).save(tmp_path / "dot.png")
     img = load_image(tmp_path / "dot.png")
     assert eval_transform(32, [0.5] * 3, [0.5] * 3)(image=img)["image"].shape == (3, 32, 32)
@@ -125,7 +125,7 @@ def test_decompression_bomb_is_refused_by_name(tmp_path, monkeypatch):
 # -- names and ids ---------------------------------------------------------------------------
 
 def test_non_ascii_spaces_and_quotes_in_training_names(tmp_path):
-    from retrieval.folds import make_folds
+    from retrieval.data.folds import make_folds
     for c in ("신라면 컵", "l'œuf \"bio\"", "plain"):
         (tmp_path / "train" / c).mkdir(parents=True)
         for i in range(3):
@@ -165,7 +165,7 @@ def test_two_files_with_one_id(tmp_path):
 
 
 def test_query_id_equal_to_a_reference_id_is_allowed(tmp_path):
-    from retrieval.submission import read_submission, write_submission
+    from retrieval.results.submission import read_submission, write_submission
     write_submission(tmp_path / "s.csv", {"x1": ["x1", "r2"]}, ["x1"], ["x1", "r2"])
     assert read_submission(tmp_path / "s.csv") == {"x1": ["x1", "r2"]}
 
@@ -226,8 +226,9 @@ def tiny_extract_setup(tmp_path: Path, bad_query: str):
     """A layout with one corrupt query, an untrained tiny checkpoint and a folds table."""
     import torch
     from retrieval.config import ModelParams
-    from retrieval.folds import make_folds
-    from retrieval.model import build_model, save_checkpoint
+    from retrieval.data.folds import make_folds
+    from retrieval.model.checkpoints import save_checkpoint
+    from retrieval.model.network import build_model
 
     make_layout(tmp_path / "data")
     (tmp_path / "data" / "test" / "query" / "q1.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -256,12 +257,12 @@ def test_undecodable_query_can_get_an_empty_ranking(tmp_path, monkeypatch):
     args = tiny_extract_setup(tmp_path, "empty")
     monkeypatch.chdir(tmp_path)
     from stages import ensemble, extract, rerank
-    from retrieval.submission import read_submission
+    from retrieval.results.submission import read_submission
     assert extract.main(args) == 0
     assert json.loads(Path("m.json").read_text())["empty_queries"] == 1
     assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz",
                         "--ranking", "rk0.npz", "--metrics", "rm0.json", "--ablation", "ra0.csv",
-                        "--valid-ap", "va0.csv"]) == 0
+                        "--valid-ap", "va0.csv", "--valid-ranking", "vr0.npz"]) == 0
     for name in ("rk{}.npz", "rm{}.json", "va{}.csv"):
         Path(name.format(1)).write_bytes(Path(name.format(0)).read_bytes())
     assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
@@ -343,7 +344,8 @@ def test_truncated_feature_file_is_one_line(work, capsys, name):
     truncated(Path(name))
     from stages import rerank
     assert rerank.main(["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz", "--ranking", "rk.npz",
-                        "--metrics", "rm.json", "--ablation", "ra.csv", "--valid-ap", "rv.csv"]) == 2
+                        "--metrics", "rm.json", "--ablation", "ra.csv", "--valid-ap", "rv.csv",
+                        "--valid-ranking", "vr.npz"]) == 2
     one_line_error(capsys, f"{name}: not a readable feature file", "re-run the extract stage")
 
 
@@ -355,7 +357,7 @@ def test_truncated_whitening_file_is_one_line(work, capsys):
 
 
 def test_truncated_ranking_file_is_one_line(tmp_path, monkeypatch, capsys):
-    from retrieval.ensemble import save_ranking
+    from retrieval.rank.ranking_file import save_ranking
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
     for f in (0, 1):
@@ -371,7 +373,7 @@ def test_truncated_ranking_file_is_one_line(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("pretrained", ["none", "pypi"])
 def test_unknown_backbone_name_is_named_with_the_closest(pretrained):
     from retrieval.config import ModelParams
-    from retrieval.model import build_model
+    from retrieval.model.network import build_model
     with pytest.raises(InputError, match=r"model.backbone: 'tf_efficientnet_lit0' is not a timm model name; "
                                          r"closest: tf_efficientnet_lite0"):
         build_model(ModelParams(backbone="tf_efficientnet_lit0", embedding_dim=8), pretrained=pretrained)
@@ -411,7 +413,7 @@ def test_search_skips_bad_images_and_non_files_when_asked(work, capsys, caplog):
 # -- scoring: the truth's faults are the truth's -------------------------------------------------
 
 def score_setup(root: Path, query_ids=("q1", "q2")) -> None:
-    from retrieval.submission import write_submission
+    from retrieval.results.submission import write_submission
     (root / "truth").mkdir()
     pd.DataFrame({"id": list(query_ids), "label": ["a", "b"]}).to_csv(root / "truth" / "query.csv", index=False)
     pd.DataFrame({"id": ["r1", "r2"], "label": ["a", "b"]}).to_csv(root / "truth" / "reference.csv", index=False)

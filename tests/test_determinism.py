@@ -9,6 +9,7 @@ each model.pt and the history (timings excluded), the per-query AP files and the
 metrics (bootstrap interval included). ``pytest -s`` prints the hashes.
 """
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,22 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import yaml
 
-TINY = {
-    "seed": 7,
-    "data": {"root": "data"},
-    "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
-             "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"n_folds": 2, "folds": [0, 1]},
-    "model": {"pretrained": "none", "embedding_dim": 16},
-    "train": {"epochs": 2, "image_size": 48, "val_image_size": 48, "batch_size": 4,
-              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True},
-    "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
-    "ensemble": {"k": 1000},
-}
+
+
+@pytest.fixture
+def tiny(tiny_params):
+    return tiny_params({"seed": 7, "train": {"epochs": 2, "batch_size": 4}})
 FOLDS = (0, 1)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,18 +35,18 @@ def run_stage(module: str, *args: str) -> None:
     assert mod.main(list(args)) == 0, module
 
 
-def run_pipeline(workdir: Path) -> None:
+def run_pipeline(workdir: Path, params: dict) -> None:
     workdir.mkdir()
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        _run_pipeline()
+        _run_pipeline(params)
     finally:
         os.chdir(cwd)
 
 
-def _run_pipeline() -> None:
-    Path("params.yaml").write_text(yaml.safe_dump(TINY))
+def _run_pipeline(params: dict) -> None:
+    Path("params.yaml").write_text(yaml.safe_dump(params))
     run_stage("demo", "--out", "data")
     run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
     for f in FOLDS:
@@ -66,7 +60,7 @@ def _run_pipeline() -> None:
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
                   "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv",
-                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv")
+                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv", "--valid-ranking", f"rerank/fold{f}/valid_ranking.npz")
     run_stage("ensemble", "--rankings", "rerank/fold{fold}/ranking.npz", "--rerank-metrics",
               "rerank/fold{fold}/metrics.json", "--valid-ap", "rerank/fold{fold}/valid_ap.csv",
               "--submission", "submission/submission.csv", "--metrics", "ensemble/metrics.json",
@@ -102,18 +96,18 @@ def artefact_hashes(workdir: Path) -> dict[str, str]:
     return out
 
 
-def run_pipeline_subprocess(workdir: Path) -> None:
-    code = ("import sys; from pathlib import Path; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']; "
-            "from test_determinism import run_pipeline; run_pipeline(Path(sys.argv[2]))")
+def run_pipeline_subprocess(workdir: Path, params: dict) -> None:
+    code = ("import json, sys; from pathlib import Path; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']; "
+            "from test_determinism import run_pipeline; run_pipeline(Path(sys.argv[2]), json.loads(sys.argv[3]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(workdir)], env=env,
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(workdir), json.dumps(params)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_two_runs_give_identical_artefacts(tmp_path):
-    run_pipeline(tmp_path / "a")
-    run_pipeline_subprocess(tmp_path / "b")
+def test_two_runs_give_identical_artefacts(tmp_path, tiny):
+    run_pipeline(tmp_path / "a", tiny)
+    run_pipeline_subprocess(tmp_path / "b", tiny)
     a, b = artefact_hashes(tmp_path / "a"), artefact_hashes(tmp_path / "b")
     assert set(a) == set(b)
     print()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_stage_hitting_enospc_keeps_its_previous_output(tmp_path, monkeypatch, capsys):
-    from retrieval.ensemble import save_ranking
+    from retrieval.rank.ranking_file import save_ranking
     from stages import ensemble
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
@@ -51,10 +51,10 @@ WRITERS = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import numpy as np, pandas as pd, torch
-    from retrieval.ensemble import save_ranking
-    from retrieval.features import Features, save_features
+    from retrieval.rank.ranking_file import save_ranking
+    from retrieval.embed.feature_file import Features, save_features
     from retrieval.io import atomic_path, write_json
-    from retrieval.model import save_members
+    from retrieval.model.checkpoints import save_members
 
     def write(kind, path, n):
         if kind == "json":
@@ -101,7 +101,7 @@ def test_a_write_the_kernel_refuses_leaves_every_kind_of_output_intact(tmp_path)
     for kind in lines:  # still the small first version, readable
         assert (out / kind).stat().st_size < 16384, kind
     assert json.loads((out / "json").read_text()) == {"x": list(range(10))}
-    from retrieval.features import load_features
+    from retrieval.embed.feature_file import load_features
     assert len(load_features(out / "features").ids) == 10
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary left
 

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from retrieval.metrics import average_precision, ranking_ap, retrieval_metrics, score_matrix_metrics, topk_indices
+from retrieval.metrics import average_precision, ranking_ap, retrieval_metrics
+from retrieval.rank.topk import score_matrix_metrics
+from retrieval.rank.topk import topk_indices
 
 # Shared golden set-up.
 # references: 0:a 1:b 2:a 3:c 4:a  -> n_relevant: a=3, b=1, c=1, d=0

@@ -17,30 +17,24 @@ import pytest
 import yaml
 from PIL import Image
 
-from retrieval.features import load_features
-from retrieval.perquery import AP, COLUMNS, FOLD, P1, QUERY_ID, read_per_query
-from retrieval.submission import read_submission
+from retrieval.embed.feature_file import load_features
+from retrieval.results.per_query import AP, COLUMNS, FOLD, P1, QUERY_ID, read_per_query
+from retrieval.results.submission import read_submission
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "seed": 7,
-    "data": {"root": "data"},
-    "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
-             "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"n_folds": 2, "folds": [0, 1]},
-    "model": {"pretrained": "none", "embedding_dim": 16},
-    "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
-              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-    # two scales and whitening: the search command below must repeat both to match the submission;
-    # whiten_dim 16 exceeds what 12 training images give (rank 11): it is reduced to 11
-    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
-                "scales": [1.0, 1.5], "whiten_dim": 16},
-    "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
-    "ensemble": {"k": 1000},
-    "report": {"n_valid": 5, "n_test": 3},
-}
 TINY_REPORT_VALID = 5
+
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_params):
+    return tiny_params({
+        "seed": 7,
+        # two scales and whitening: the search command below must repeat both to match the submission;
+        # whiten_dim 16 exceeds what 12 training images give (rank 11): it is reduced to 11
+        "extract": {"scales": [1.0, 1.5], "whiten_dim": 16},
+        "report": {"n_valid": TINY_REPORT_VALID, "n_test": 3},
+    })
 
 
 def run_stage(module: str, *args: str) -> None:
@@ -51,10 +45,10 @@ def run_stage(module: str, *args: str) -> None:
 # the second case: two backbones per fold, their embeddings fused with weights chosen on validation
 @pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]],
                          ids=["one-backbone", "two-backbones"])
-def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys, backbone):
+def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys, backbone, tiny, tiny_params):
     monkeypatch.chdir(tmp_path)
     n_members = 1 if isinstance(backbone, str) else len(backbone)
-    Path("params.yaml").write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": backbone}}))
+    Path("params.yaml").write_text(yaml.safe_dump(tiny_params({"model": {"backbone": backbone}}, tiny)))
     run_stage("demo", "--out", "data")
     run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
     folds = pd.read_csv("split/folds.csv")
@@ -81,7 +75,7 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         run_stage("rerank", "--query", f"extract/fold{f}/query.npz", "--reference", f"extract/fold{f}/reference.npz",
                   "--valid", f"extract/fold{f}/valid.npz", "--ranking", f"rerank/fold{f}/ranking.npz",
                   "--metrics", f"rerank/fold{f}/metrics.json", "--ablation", f"rerank/fold{f}/ablation.csv",
-                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv")
+                  "--valid-ap", f"rerank/fold{f}/valid_ap.csv", "--valid-ranking", f"rerank/fold{f}/valid_ranking.npz")
         m = json.loads(Path(f"rerank/fold{f}/metrics.json").read_text())
         # each validation query's AP and P@1 under the final chain average exactly to its metrics
         per_query = read_per_query(f"rerank/fold{f}/valid_ap.csv", COLUMNS)
@@ -97,7 +91,8 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
               "rerank/fold{fold}/metrics.json", "--valid-ap", "rerank/fold{fold}/valid_ap.csv",
               "--submission", "submission/submission.csv", "--metrics", "ensemble/metrics.json",
               "--pooled-ap", "ensemble/valid_ap.csv")
-    run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--folds", "split/folds.csv",
+    run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--valid-ranking", "rerank/fold{fold}/valid_ranking.npz",
+              "--folds", "split/folds.csv",
               "--submission", "submission/submission.csv", "--out", "report")
     page = Path("report/index.html").read_text()
     n_valid_queries = int((folds["role"] == "query").sum())
@@ -139,21 +134,14 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         assert [h["id"] for h in hits] == sub[Path(path).stem], path
 
 
-def test_stage_refuses_bad_params_before_work(tmp_path, monkeypatch, capsys):
+def test_stage_refuses_bad_params_before_work(tmp_path, monkeypatch, capsys, tiny):
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({**TINY, "train": {"epochz": 1}}))
+    Path("params.yaml").write_text(yaml.safe_dump({**tiny, "train": {"epochz": 1}}))
     from stages import split
     assert split.main(["--out", "f.csv", "--metrics", "m.json"]) == 2
     err = capsys.readouterr().err
     assert "train.epochz: is not a known key" in err and "Traceback" not in err
     assert not Path("f.csv").exists()
-
-
-def merged(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
 
 
 def dvc_run(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -168,7 +156,7 @@ def dvc(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
+def tiny_repo(tmp_path_factory, tiny, tiny_params):
     """A scratch copy of the repository with the tiny params, after one complete ``dvc repro``:
     (repo, its params as a dict)."""
     repo = tmp_path_factory.mktemp("dvc") / "repo"
@@ -178,7 +166,7 @@ def tiny_repo(tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     # DVC wants every declared param present: the repository's params with the tiny overrides
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny = merged(base, {**TINY, "data": {"root": "outputs/demo"}})
+    tiny = tiny_params({**tiny, "data": {"root": "outputs/demo"}}, base)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
@@ -191,7 +179,7 @@ def ran_stages(out: str) -> list[str]:
     return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
 
 
-def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo):
+def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo, tiny_params):
     repo, tiny = tiny_repo
     assert (repo / "outputs/submission/submission.csv").is_file() and (repo / "outputs/report/index.html").is_file()
     assert "Running stage" not in dvc(repo, "repro")  # nothing changed: nothing runs
@@ -202,7 +190,7 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo):
     for name in ("validation mAP@1000", "training loss", "learning rate", "fold1/history.csv",
                  "outputs/rerank/fold0/ablation.csv"):
         assert name in page, name
-    changed = merged(tiny, {"rerank": {"qe": {"alpha": 1.0}}})
+    changed = tiny_params({"rerank": {"qe": {"alpha": 1.0}}}, tiny)
     (repo / "params.yaml").write_text(yaml.safe_dump(changed))
     # check reads the whole params.yaml and reruns, but writes the same line: nothing else reruns
     # for it; the report ranks validation as rerank does
@@ -223,12 +211,12 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     ({"cv": {"n_folds": 7, "folds": [0, 1]}}, "cv.n_folds 7 exceeds the 6 training classes"),
     ({"demo": {"sed": 1}}, "demo.sed: is not a known key"),
 ], ids=["train-typo", "rerank-typo", "n_folds-vs-data", "demo-typo"])
-def test_dvc_repro_refuses_a_params_mistake_and_keeps_every_output(tiny_repo, change, needle):
+def test_dvc_repro_refuses_a_params_mistake_and_keeps_every_output(tiny_repo, change, needle, tiny_params):
     repo, tiny = tiny_repo
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
     dvc(repo, "repro")  # whatever an earlier test left: a complete, current run
     before = snapshot(repo)
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(tiny, change)))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(change, tiny)))
     out = dvc_run(repo, "repro")
     assert out.returncode != 0 and needle in out.stderr, out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -236,11 +224,11 @@ def test_dvc_repro_refuses_a_params_mistake_and_keeps_every_output(tiny_repo, ch
     assert snapshot(repo) == before
 
 
-def test_a_second_dvc_repro_at_once_is_refused_and_the_first_finishes(tiny_repo):
+def test_a_second_dvc_repro_at_once_is_refused_and_the_first_finishes(tiny_repo, tiny_params):
     repo, tiny = tiny_repo
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
     dvc(repo, "repro")
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(tiny, {"rerank": {"qe": {"alpha": 2.0}}})))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params({"rerank": {"qe": {"alpha": 2.0}}}, tiny)))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     first = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

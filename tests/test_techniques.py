@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 from retrieval.config import ModelParams, TrainParams
-from retrieval.data import PKSampler
-from retrieval.embed import embed_images, embed_tta, tta_sizes
+from retrieval.data.loaders import PKSampler
+from retrieval.embed.tta import embed_images, embed_tta, tta_sizes
+from retrieval.embed.whitening import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
 from retrieval.io import InputError
-from retrieval.model import MetricLoss, PairLoss, margin_loss, metric_loss
-from retrieval.whiten import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
+from retrieval.model.losses import MetricLoss, PairLoss, margin_loss, metric_loss
 
 
 # -- PCA whitening -----------------------------------------------------------------------------

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.embed import embed_images
-from retrieval.features import Features, load_features, save_features
+from retrieval.embed.feature_file import Features, load_features, save_features
+from retrieval.embed.tta import embed_images
 from retrieval.io import InputError, atomic_path
-from retrieval.train import lr_factor
+from retrieval.train.optim import lr_factor
 
 
 def test_lr_factor_golden():

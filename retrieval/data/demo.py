@@ -176,10 +176,24 @@ def render_design(design: Design, d: int) -> Image.Image:
     body, pat, acc = design.colors
     q = design.params
     mask, (x0, y0, x1, y1), caps = _silhouette(design.shape, d, q)
-    lw, lh = x1 - x0, y1 - y0
     im = Image.new("RGB", (d, d), body)
     dr = ImageDraw.Draw(im)
-    p = design.pattern
+    _draw_pattern(dr, design.pattern, q, d, (x0, y0, x1, y1), pat, acc)
+    _draw_caps(dr, caps, q, d, acc)
+    _draw_labels(dr, design, (x0, y0, x1, y1))
+    out = _shaded(im, design.shape, d, x0, x1).convert("RGBA")
+    # a thin dark outline so light products stand out from light backgrounds
+    edge = mask.filter(ImageFilter.MaxFilter(3))
+    outline = Image.new("RGBA", (d, d), (40, 40, 45, 255))
+    outline.putalpha(edge)
+    out.putalpha(mask)
+    return Image.alpha_composite(outline, out)
+
+
+def _draw_pattern(dr: ImageDraw.ImageDraw, p: str, q, d: int, box: tuple, pat, acc) -> None:
+    """The class's pattern over the whole canvas (the silhouette's mask cuts it out later)."""
+    x0, y0, x1, y1 = box
+    lw, lh = x1 - x0, y1 - y0
     if p == "bands":
         for k in range(2 + int(q[2] * 2)):
             yc = y0 + lh * (0.15 + 0.7 * ((q[3] + 0.37 * k) % 1.0))
@@ -221,7 +235,10 @@ def render_design(design: Design, d: int) -> Image.Image:
             ys = y0 + lh * (0.35 + 0.3 * q[2])
             dr.rectangle((0, ys, d, d), fill=pat)
             dr.rectangle((0, ys - lh * 0.035, d, ys + lh * 0.035), fill=acc)
-    # cap, lid or can rim: one of a few materials, chosen per class
+
+
+def _draw_caps(dr: ImageDraw.ImageDraw, caps, q, d: int, acc) -> None:
+    """Cap, lid or can rim: one of a few materials, chosen per class."""
     cap_col = ((190, 190, 195), (30, 30, 35), (245, 245, 240), acc)[int(q[8] * 4)]
     for kind, box in caps:
         if kind == "ellipse":
@@ -231,7 +248,14 @@ def render_design(design: Design, d: int) -> Image.Image:
             for k in range(1, 4):  # ridges
                 yy = box[1] + (box[3] - box[1]) * k / 4
                 dr.line([(box[0], yy), (box[2], yy)], fill=tuple(int(v * 0.8) for v in cap_col))
-    # logo and text-like bars, placed from the class's own numbers
+
+
+def _draw_labels(dr: ImageDraw.ImageDraw, design: Design, box: tuple) -> None:
+    """Logo and text-like bars, placed from the class's own numbers."""
+    body, _, acc = design.colors
+    q = design.params
+    x0, y0, x1, y1 = box
+    lw, lh = x1 - x0, y1 - y0
     lx = x0 + lw * (0.3 + 0.4 * q[5])
     ly = y0 + lh * (0.15 + 0.2 * q[6])
     _logo(dr, design.logo, lx, ly, lw * (0.13 + 0.06 * q[7]), acc, _contrast_ink(acc))
@@ -243,23 +267,21 @@ def render_design(design: Design, d: int) -> Image.Image:
         yy = ty + k * bar_h * 1.9
         xa = x0 + lw * (0.5 - wf / 2)
         dr.rectangle((xa, yy, xa + lw * wf, yy + bar_h), fill=ink)
-    # shading: cylinders darken towards their sides, boxes and jars get a darker right face
+
+
+def _shaded(im: Image.Image, shape: str, d: int, x0: float, x1: float) -> Image.Image:
+    """Shading: cylinders darken towards their sides, boxes and jars get a darker right face."""
+    lw = x1 - x0
     arr = np.asarray(im, dtype=np.float32)
     xsn = (np.arange(d, dtype=np.float32) - (x0 + x1) / 2) / max(lw / 2, 1)
-    if design.shape in ("bottle", "can", "jar"):
+    if shape in ("bottle", "can", "jar"):
         shade = 0.72 + 0.28 * np.sqrt(np.clip(1 - xsn ** 2, 0, 1)) + 0.12 * np.exp(-((xsn + 0.45) / 0.12) ** 2)
-    elif design.shape == "box":
+    elif shape == "box":
         shade = np.where(xsn > 0.72, 0.78, 1.0).astype(np.float32)
     else:
         shade = 0.9 + 0.1 * np.clip(1 - np.abs(xsn), 0, 1)
     arr = np.clip(arr * shade[None, :, None], 0, 255).astype(np.uint8)
-    out = Image.fromarray(arr, "RGB").convert("RGBA")
-    # a thin dark outline so light products stand out from light backgrounds
-    edge = mask.filter(ImageFilter.MaxFilter(3))
-    outline = Image.new("RGBA", (d, d), (40, 40, 45, 255))
-    outline.putalpha(edge)
-    out.putalpha(mask)
-    return Image.alpha_composite(outline, out)
+    return Image.fromarray(arr, "RGB")
 
 
 # -- photos and catalog images --------------------------------------------------------------
@@ -433,58 +455,84 @@ def make_demo(out: str | Path, seed: int = 0, n_train_classes: int = 12, n_test_
         raise ValueError(f"out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
 
-    seen: set[str] = set()
-
-    def new_id(prefix: str, *parts: object) -> str:
-        i = _image_id(prefix, seed, *parts)
-        if i in seen:  # 48-bit hashes: practically never, but never silently
-            raise RuntimeError(f"demo: id collision for {parts}")
-        seen.add(i)
-        return i
-
+    new_id = _IdMaker(seed)
     stage = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))
     try:
-        n_train = n_query = n_ref = 0
-        for c in range(n_train_classes):
-            design = class_design(seed, c)
-            folder = stage / "train" / class_name(c)
-            folder.mkdir(parents=True)
-            for k in range(train_per_class):
-                _save_jpeg(render_photo(design, _rng(seed, "train", c, k), size),
-                           folder / f"{new_id('t', 'train', c, k)}.jpg")
-                n_train += 1
-        qdir, rdir = stage / "test" / "query", stage / "test" / "reference"
-        qdir.mkdir(parents=True)
-        rdir.mkdir(parents=True)
-        qrows, rrows = [], []
-        for c in range(n_train_classes, n_train_classes + n_test_classes):
-            design, label = class_design(seed, c), class_name(c)
-            for k in range(queries_per_class):
-                i = new_id("q", "query", c, k)
-                _save_jpeg(render_photo(design, _rng(seed, "query", c, k), size), qdir / f"{i}.jpg")
-                qrows.append((i, label))
-            for k in range(photos_per_ref_class + 1):
-                i = new_id("r", "reference", c, k)
-                im = (render_catalog(design, size) if k == photos_per_ref_class
-                      else render_photo(design, _rng(seed, "reference", c, k), size))
-                _save_jpeg(im, rdir / f"{i}.jpg")
-                rrows.append((i, label))
-        n_query, n_ref = len(qrows), len(rrows)
-        (stage / "truth").mkdir()
-        for name, rows in (("query.csv", qrows), ("reference.csv", rrows)):
-            with atomic_path(stage / "truth" / name) as tmp, open(tmp, "w", newline="") as f:
-                wr = csv.writer(f, lineterminator="\n")
-                wr.writerow(["id", "label"])
-                wr.writerows(sorted(rows))
-        # swap the new tree in: stale files from an earlier run never survive
-        for part in ("train", "test", "truth"):
-            target = out / part
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            (stage / part).rename(target)
+        n_train = _write_train(stage / "train", seed, n_train_classes, train_per_class, size, new_id)
+        qrows, rrows = _write_test(stage / "test", seed, range(n_train_classes, n_train_classes + n_test_classes),
+                                   queries_per_class, photos_per_ref_class, size, new_id)
+        _write_truth(stage / "truth", qrows, rrows)
+        _swap_in(stage, out, ("train", "test", "truth"))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {"train_images": n_train, "queries": n_query, "references": n_ref,
+    return {"train_images": n_train, "queries": len(qrows), "references": len(rrows),
             "train_classes": n_train_classes, "test_classes": n_test_classes}
+
+
+class _IdMaker:
+    """Opaque image ids of one seed, refused if two ever collide."""
+
+    def __init__(self, seed: int):
+        self.seed, self.seen = seed, set()
+
+    def __call__(self, prefix: str, *parts: object) -> str:
+        i = _image_id(prefix, self.seed, *parts)
+        if i in self.seen:  # 48-bit hashes: practically never, but never silently
+            raise RuntimeError(f"demo: id collision for {parts}")
+        self.seen.add(i)
+        return i
+
+
+def _write_train(train: Path, seed: int, n_classes: int, per_class: int, size: int, new_id: _IdMaker) -> int:
+    """train/<class>/<id>.jpg photos; their count."""
+    n = 0
+    for c in range(n_classes):
+        design = class_design(seed, c)
+        folder = train / class_name(c)
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            _save_jpeg(render_photo(design, _rng(seed, "train", c, k), size), folder / f"{new_id('t', 'train', c, k)}.jpg")
+            n += 1
+    return n
+
+
+def _write_test(test: Path, seed: int, classes: range, queries_per_class: int, photos_per_ref_class: int,
+                size: int, new_id: _IdMaker) -> tuple[list, list]:
+    """test/query and test/reference photos (and each class's catalog image); the (id, label) rows of each."""
+    qdir, rdir = test / "query", test / "reference"
+    qdir.mkdir(parents=True)
+    rdir.mkdir(parents=True)
+    qrows, rrows = [], []
+    for c in classes:
+        design, label = class_design(seed, c), class_name(c)
+        for k in range(queries_per_class):
+            i = new_id("q", "query", c, k)
+            _save_jpeg(render_photo(design, _rng(seed, "query", c, k), size), qdir / f"{i}.jpg")
+            qrows.append((i, label))
+        for k in range(photos_per_ref_class + 1):
+            i = new_id("r", "reference", c, k)
+            im = (render_catalog(design, size) if k == photos_per_ref_class
+                  else render_photo(design, _rng(seed, "reference", c, k), size))
+            _save_jpeg(im, rdir / f"{i}.jpg")
+            rrows.append((i, label))
+    return qrows, rrows
+
+
+def _write_truth(truth: Path, qrows: list, rrows: list) -> None:
+    truth.mkdir()
+    for name, rows in (("query.csv", qrows), ("reference.csv", rrows)):
+        with atomic_path(truth / name) as tmp, open(tmp, "w", newline="") as f:
+            wr = csv.writer(f, lineterminator="\n")
+            wr.writerow(["id", "label"])
+            wr.writerows(sorted(rows))
+
+
+def _swap_in(stage: Path, out: Path, parts: tuple[str, ...]) -> None:
+    """Replace ``out``'s ``parts`` by the staged ones: stale files from an earlier run never survive."""
+    for part in parts:
+        target = out / part
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        (stage / part).rename(target)

@@ -1,4 +1,5 @@
-"""Cross-validation over classes, with a query/reference division inside each validation fold.
+"""Cross-validation over classes, with a query/reference division inside each validation fold,
+and ``folds.csv`` (:func:`write_folds`, :func:`read_folds`: one way to read it).
 
 A class belongs to exactly one fold's validation set, so every fold model is scored on
 products it never saw, as on the test set. Inside a validation fold, each class with two or
@@ -7,8 +8,17 @@ a reference only (a distractor that no query is looking for).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
+
+from retrieval.data.images import ID, IMAGE, LABEL
+from retrieval.io import atomic_path
+
+FOLD, ROLE = "fold", "role"  # the columns folds.csv adds to the training table
+QUERY, REFERENCE = "query", "reference"  # the roles inside a validation fold
+COLUMNS = (IMAGE, ID, LABEL, FOLD, ROLE)  # folds.csv
 
 
 def assign_folds(labels: pd.Series, n_folds: int, seed: int) -> dict[str, int]:
@@ -49,27 +59,46 @@ def make_folds(train: pd.DataFrame, n_folds: int, query_fraction: float, seed: i
     Rows come back sorted by (fold, label, id); within a class the queries are a seeded
     random choice of its images.
     """
-    fold_of = assign_folds(train["label"], n_folds, seed)
+    fold_of = assign_folds(train[LABEL], n_folds, seed)
     rng = np.random.default_rng(seed + 1)
-    out = train.sort_values(["label", "id"]).reset_index(drop=True).copy()
-    out["fold"] = out["label"].map(fold_of).astype(int)
-    out["role"] = "reference"
-    for _, idx in out.groupby("label", sort=True).groups.items():
+    out = train.sort_values([LABEL, ID]).reset_index(drop=True).copy()
+    out[FOLD] = out[LABEL].map(fold_of).astype(int)
+    out[ROLE] = REFERENCE
+    for _, idx in out.groupby(LABEL, sort=True).groups.items():
         idx = np.asarray(idx)
         n_q = query_count(len(idx), query_fraction)
         chosen = rng.choice(idx, size=n_q, replace=False) if n_q else []
-        out.loc[chosen, "role"] = "query"
-    return out.sort_values(["fold", "label", "id"]).reset_index(drop=True)
+        out.loc[chosen, ROLE] = QUERY
+    return out.sort_values([FOLD, LABEL, ID]).reset_index(drop=True)
 
 
 def fold_summary(folds: pd.DataFrame) -> dict:
     """Counts per fold, for the split stage's metrics."""
     summary = {}
-    for f, g in folds.groupby("fold"):
+    for f, g in folds.groupby(FOLD):
         summary[f"fold{f}"] = {
-            "classes": int(g["label"].nunique()),
+            "classes": int(g[LABEL].nunique()),
             "images": int(len(g)),
-            "queries": int((g["role"] == "query").sum()),
-            "references": int((g["role"] == "reference").sum()),
+            "queries": int((g[ROLE] == QUERY).sum()),
+            "references": int((g[ROLE] == REFERENCE).sum()),
         }
     return summary
+
+
+def write_folds(path: str | os.PathLike, folds: pd.DataFrame) -> None:
+    """Write ``folds.csv`` atomically: :data:`COLUMNS`, one row per training image."""
+    with atomic_path(path) as tmp:
+        folds.to_csv(tmp, index=False)
+
+
+def read_folds(path: str | os.PathLike) -> pd.DataFrame:
+    """``folds.csv`` as written: image, id, label and role as strings, verbatim (a label ``NA``
+    stays ``NA``), fold an integer."""
+    return pd.read_csv(path, dtype={IMAGE: str, ID: str, LABEL: str, ROLE: str}, keep_default_na=False)
+
+
+def fold_parts(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, valid)``: the rows of the other folds (what ``fold``'s model trains on) and those
+    of ``fold`` (its validation queries and references), each re-indexed from 0."""
+    held_out = folds[FOLD] == fold
+    return folds[~held_out].reset_index(drop=True), folds[held_out].reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Reading the competition layout: image listings, decoding, transforms and datasets.
+"""Reading the competition layout: image listings and decoding (every decoder failure one line).
 
 Layout under a data root::
 
@@ -9,26 +9,20 @@ Layout under a data root::
 from __future__ import annotations
 
 import logging
-import random
-import signal
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import albumentations as A
-import cv2
 import joblib
 import numpy as np
 import pandas as pd
-import torch
-from albumentations.pytorch import ToTensorV2
 from PIL import Image, ImageOps
-from pytorch_metric_learning.samplers import MPerClassSampler
 
 from retrieval.io import InputError
 
 log = logging.getLogger(__name__)
 
+IMAGE, ID, LABEL = "image", "id", "label"  # the columns of the image tables (scan_train: all three)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -79,7 +73,7 @@ def scan_train(root: str | Path) -> pd.DataFrame:
                     len(skipped), train, skipped[0])
     if not rows:
         raise InputError(f"{train}: no images found")
-    return pd.DataFrame(rows, columns=["image", "id", "label"])
+    return pd.DataFrame(rows, columns=[IMAGE, ID, LABEL])
 
 
 def scan_test(root: str | Path, which: str) -> pd.DataFrame:
@@ -97,7 +91,7 @@ def scan_test(root: str | Path, which: str) -> pd.DataFrame:
         raise InputError(f"{folder}: no images found")
     ids = [p.stem for p in images]
     _check_unique_ids(ids, images, str(folder), in_submission=True)
-    return pd.DataFrame({"image": [p.relative_to(root).as_posix() for p in images], "id": ids})
+    return pd.DataFrame({IMAGE: [p.relative_to(root).as_posix() for p in images], ID: ids})
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -182,120 +176,3 @@ def check_test_images(root: str | Path, query: pd.DataFrame, reference: pd.DataF
     for reason in bad_q.values():
         log.warning("query given an empty ranking: %s", reason)
     return query.loc[query["image"].isin(list(bad_q)), "id"].tolist()
-
-
-# -- transforms ---------------------------------------------------------------------------
-
-def train_transform(size: int, mean: Sequence[float], std: Sequence[float], seed: int) -> A.Compose:
-    return A.Compose(
-        [
-            A.RandomResizedCrop(size=(size, size), scale=(0.35, 1.0), ratio=(0.75, 1.333)),
-            A.HorizontalFlip(p=0.5),
-            A.Affine(rotate=(-15, 15), p=0.5),
-            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
-            A.Normalize(mean=mean, std=std),
-            ToTensorV2(),
-        ],
-        seed=seed,
-    )
-
-
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std), ToTensorV2()])
-
-
-# -- datasets -------------------------------------------------------------------------------
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Images under ``root`` with integer targets (class indices, or row numbers)."""
-
-    def __init__(self, root: str | Path, images: Sequence[str], targets: Sequence[int],
-                 transform: Callable):
-        if len(images) != len(targets):
-            raise ValueError("images and targets differ in length")
-        self.root = Path(root)
-        self.images = list(images)
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.transform = transform
-        # set (e.g. per epoch): the transform is reseeded from (sample_seed, i) for each image,
-        # so an image's augmentation does not depend on the worker or process that loads it
-        self.sample_seed: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        img = load_image(self.root / self.images[i])
-        if self.sample_seed is not None:
-            self.transform.set_random_seed(int(np.random.SeedSequence([self.sample_seed, i]).generate_state(1)[0]))
-        return self.transform(image=img)["image"], int(self.targets[i])
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy, random and the albumentations pipeline.
-
-    torch gives each worker a seed derived from the loader's generator (new every epoch);
-    albumentations keeps its own generator, which forked workers would otherwise replay
-    identically, so it is reseeded here too.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the main process, not each worker
-    cv2.setNumThreads(0)  # OpenCV's own thread pool would fight the model for the cores
-    info = torch.utils.data.get_worker_info()
-    seed = info.seed % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
-
-
-class PKSampler(MPerClassSampler):
-    """P x K batches: each batch holds ``batch_size / m`` classes with ``m`` images each
-    (pytorch-metric-learning's :class:`MPerClassSampler`; a class with fewer than ``m``
-    images is drawn with replacement), ``length`` indices per epoch.
-
-    The draw is a function of ``(seed, epoch)`` only (:meth:`set_epoch`), not of the global
-    numpy state or of earlier epochs, so a resumed run draws the same batches.
-    """
-
-    def __init__(self, labels: Sequence[int], m: int, batch_size: int, length: int, seed: int):
-        labels = np.asarray(labels)
-        n_classes = len(np.unique(labels))
-        if m * n_classes < batch_size:
-            raise InputError(f"train.sampler pk: {n_classes} classes x train.m_per_class {m} cannot fill a "
-                             f"batch of {batch_size}; lower train.batch_size or use sampler random")
-        super().__init__(labels, m, batch_size=batch_size, length_before_new_iter=max(length, batch_size))
-        self._labels0 = list(self.labels)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        from pytorch_metric_learning.utils import common_functions as c_f
-
-        self.labels = list(self._labels0)
-        saved = c_f.NUMPY_RANDOM
-        c_f.NUMPY_RANDOM = np.random.RandomState(np.random.SeedSequence([self.seed % 2**32, self.epoch])
-                                                 .generate_state(1)[0])
-        try:
-            return super().__iter__()
-        finally:
-            c_f.NUMPY_RANDOM = saved
-
-
-def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int,
-                seed: int = 0, drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        worker_init_fn=seed_worker if num_workers > 0 else None,
-        generator=generator,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-    )

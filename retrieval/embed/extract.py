@@ -3,8 +3,8 @@ images, with multi-scale / flip TTA and optional PCA whitening learned on traini
 
 A fold's model may hold several backbones (``model.backbone`` a list): each embeds every image
 and has its own whitening, and their embeddings are fused by weighted concatenation
-(:mod:`retrieval.fusion`), the weights given (``extract.member_weights``) or chosen on the
-fold's validation images: those of the classes the fold's models did not train on.
+(:mod:`retrieval.embed.members`), the weights given (``extract.member_weights``) or chosen on
+the fold's validation images: those of the classes the fold's models did not train on.
 """
 from __future__ import annotations
 
@@ -17,28 +17,19 @@ import numpy as np
 import pandas as pd
 
 from retrieval.config import ExtractParams
-from retrieval.data import check_test_images, scan_test
-from retrieval.embed import embed_tta
-from retrieval.features import Features
-from retrieval.fusion import concat_weighted, normalise_weights, weight_grid
-from retrieval.search import validation_map
-from retrieval.shards import embed_sharded, fingerprint
-from retrieval.whiten import apply_whitening, fit_pca_whitening, whitening_dim
+from retrieval.data.folds import ROLE, fold_parts
+from retrieval.data.images import ID, IMAGE, LABEL, check_test_images, scan_test
+from retrieval.embed.backbone_fusion import choose_member_weights, concat_weighted, normalise_weights
+from retrieval.embed.feature_file import Features
+from retrieval.embed.members import Whitening, member_blocks
+from retrieval.embed.shards import embed_sharded, fingerprint
+from retrieval.embed.tta import embed_tta
+from retrieval.embed.whitening import fit_pca_whitening, whitening_dim
+from retrieval.metrics import MAP
+from retrieval.rank.knn import validation_map
 
 log = logging.getLogger(__name__)
-
-
-def choose_member_weights(blocks: list[np.ndarray], roles: np.ndarray, labels: np.ndarray, step: float
-                          ) -> tuple[list[float], list[dict]]:
-    """The weights of :func:`retrieval.fusion.weight_grid` whose fusion of the validation
-    ``blocks`` scores the best cosine mAP@1000 (ties: the most even weights), and every
-    candidate's score."""
-    table = []
-    for w in weight_grid(len(blocks), step):
-        m = validation_map(concat_weighted(blocks, w), roles, labels)
-        table.append({"weights": list(w), "map@1000": m["map@1000"], "p@1": m["p@1"]})
-    best = max(range(len(table)), key=lambda i: (table[i]["map@1000"], -i))
-    return table[best]["weights"], table
+SETS = ("query", "reference", "valid")
 
 
 def model_digest(model) -> str:
@@ -47,6 +38,81 @@ def model_digest(model) -> str:
     for name, t in model.state_dict().items():
         h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+class _Member:
+    """One backbone of the fold's model, embedding image lists as ``extract`` params say: in
+    memory, or in resumable shards under ``work/<backbone>/<set>``; images per second in ``rates``."""
+
+    def __init__(self, xp: ExtractParams, root: str, model, meta: dict, work: str | Path | None,
+                 rates: dict, many: bool):
+        self.xp, self.root, self.model, self.meta, self.rates = xp, root, model, meta, rates
+        self.work = Path(work) if xp.shard_size and work is not None else None
+        self.tag = f" {meta['backbone']}" if many else ""
+        self.digest = model_digest(model) if self.work is not None else ""
+
+    def _run(self, images: list[str], desc: str) -> np.ndarray:
+        xp = self.xp
+        return embed_tta(self.model, self.meta, self.root, images, xp.image_size, xp.scales, xp.flip_tta,
+                         xp.batch_size, xp.num_workers, xp.amp, desc=desc + self.tag)[0]
+
+    def embed(self, images: list[str], name: str) -> np.ndarray:
+        """Embeddings of ``images``, the set ``name`` (``query``, ..., ``whiten_train``)."""
+        xp, desc, start = self.xp, f"extract {'whitening' if name == 'whiten_train' else name}", time.perf_counter()
+        if self.work is None or not images:
+            rows = self._run(images, desc)
+        else:
+            key = fingerprint(images, model=self.digest, root=str(self.root), image_size=xp.image_size,
+                              scales=xp.scales, flip_tta=xp.flip_tta, amp=xp.amp)
+            rows = embed_sharded(lambda chunk: self._run(chunk, desc), images,
+                                 self.work / self.meta["backbone"] / desc.split()[-1], xp.shard_size, key, desc + self.tag)
+        self.rates[name + self.tag.replace(" ", "/")] = len(images) / max(time.perf_counter() - start, 1e-9)
+        return rows
+
+
+def _fit_whitening(xp: ExtractParams, fold: int, train_images: list[str], member: _Member) -> tuple[Whitening, int]:
+    """The member's PCA whitening learned on the fold's training-class images, and its dimension
+    (None and the embedding dimension with ``whiten_dim`` 0)."""
+    if not xp.whiten_dim:
+        return None, member.meta["embedding_dim"]
+    if len(train_images) < 2:
+        raise ValueError(f"fold {fold}: PCA whitening needs at least 2 training-class images, "
+                         f"found {len(train_images)}; set extract.whiten_dim: 0")
+    emb = member.embed(train_images, "whiten_train")
+    dim = whitening_dim(xp.whiten_dim, len(train_images), member.meta["embedding_dim"])
+    if dim < xp.whiten_dim:
+        log.warning("fold %d: extract.whiten_dim %d reduced to %d: %d training-class images give a "
+                    "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
+    log.info("fold %d%s: PCA whitening to %d dims learned on %d training-class images",
+             fold, member.tag, dim, len(train_images))
+    return fit_pca_whitening(emb, dim), dim
+
+
+def _set_blocks(members: list[_Member], whitenings: list, dims: list[int], df: pd.DataFrame, name: str,
+                skip: np.ndarray) -> list[np.ndarray]:
+    """Each member's whitened block of a set; the ``skip`` rows (undecodable queries) stay zero."""
+    images = df[IMAGE][~skip].tolist()
+    blocks = []
+    for block, dim in zip(member_blocks(members, whitenings, lambda m: m.embed(images, name)), dims):
+        emb = np.zeros((len(df), dim), np.float32)
+        emb[~skip] = block
+        blocks.append(emb)
+    return blocks
+
+
+def _weights(xp: ExtractParams, fold: int, backbones: list[str], valid_blocks: list[np.ndarray],
+             valid: pd.DataFrame) -> tuple[list[float], str, list[dict]]:
+    """The member weights, how they were chosen, and the candidates' table (empty unless chosen)."""
+    if len(backbones) == 1:
+        return [1.0], "single backbone", []
+    if xp.member_weights is not None:
+        weights, chosen, table = normalise_weights(xp.member_weights, len(backbones)).tolist(), "extract.member_weights", []
+    else:
+        weights, table = choose_member_weights(valid_blocks, valid[ROLE].to_numpy(), valid[LABEL].to_numpy(),
+                                               xp.member_weight_step)
+        chosen = f"best validation cosine mAP@1000 of {len(table)} candidates"
+    log.info("fold %d: member weights %s (%s)", fold, ", ".join(f"{b} {w:.2f}" for b, w in zip(backbones, weights)), chosen)
+    return weights, chosen, table
 
 
 def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, models: list[tuple],
@@ -61,82 +127,33 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     (``bad_query: empty``) keeps its id with a zero row, listed in meta.
 
     With ``extract.shard_size`` > 0 and a ``work`` folder, each set is embedded in shards into a
-    memory map under ``work/<backbone>/<set>`` (:mod:`retrieval.shards`), and a run killed part
-    way continues from the last finished shard.
+    memory map under ``work/<backbone>/<set>`` (:mod:`retrieval.embed.shards`), and a run killed
+    part way continues from the last finished shard.
     """
-    folds = folds.astype({"fold": str})
-    valid = folds[folds["fold"] == str(fold)]
+    train, valid = fold_parts(folds, fold)
     sets = {"query": scan_test(root, "query"), "reference": scan_test(root, "reference"), "valid": valid}
     empty = check_test_images(root, sets["query"], sets["reference"], xp.bad_query)
-    many = len(models) > 1
-    whitenings, rates, blocks, members = [], {}, {name: [] for name in sets}, []
-    for model, meta in models:
-        tag = f" {meta['backbone']}" if many else ""
-        digest = model_digest(model) if xp.shard_size and work is not None else ""
-
-        def embed(images: list[str], desc: str) -> tuple[np.ndarray, float]:
-            def run(chunk: list[str]) -> tuple[np.ndarray, float]:
-                return embed_tta(model, meta, root, chunk, xp.image_size, xp.scales, xp.flip_tta, xp.batch_size,
-                                 xp.num_workers, xp.amp, desc=desc + tag)
-            if not (xp.shard_size and work is not None and images):
-                return run(images)
-            start = time.perf_counter()
-            key = fingerprint(images, model=digest, root=str(root), image_size=xp.image_size, scales=xp.scales,
-                              flip_tta=xp.flip_tta, amp=xp.amp)
-            rows = embed_sharded(lambda chunk: run(chunk)[0], images,
-                                 Path(work) / meta["backbone"] / desc.split()[-1], xp.shard_size, key, desc + tag)
-            return rows, len(images) / max(time.perf_counter() - start, 1e-9)
-
-        whitening, dim = None, meta["embedding_dim"]
-        if xp.whiten_dim:
-            train_images = folds.loc[folds["fold"] != str(fold), "image"].tolist()
-            if len(train_images) < 2:
-                raise ValueError(f"fold {fold}: PCA whitening needs at least 2 training-class images, "
-                                 f"found {len(train_images)}; set extract.whiten_dim: 0")
-            emb, rates["whiten_train" + tag.replace(" ", "/")] = embed(train_images, "extract whitening")
-            dim = whitening_dim(xp.whiten_dim, len(train_images), meta["embedding_dim"])
-            if dim < xp.whiten_dim:
-                log.warning("fold %d: extract.whiten_dim %d reduced to %d: %d training-class images give a "
-                            "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
-            whitening = fit_pca_whitening(emb, dim)
-            log.info("fold %d%s: PCA whitening to %d dims learned on %d training-class images",
-                     fold, tag, dim, len(train_images))
-        whitenings.append(whitening)
-        members.append({"backbone": meta["backbone"], "dim": dim})
-        for name, df in sets.items():
-            skip = df["id"].isin(empty).to_numpy() if name == "query" else np.zeros(len(df), bool)
-            emb = np.zeros((len(df), dim), np.float32)
-            e, rates[name + tag.replace(" ", "/")] = embed(df["image"][~skip].tolist(), f"extract {name}")
-            emb[~skip] = apply_whitening(e, *whitening) if whitening is not None else e
-            blocks[name].append(emb)
-
-    chosen, table = "single backbone", []
-    weights = [1.0]
-    roles, labels = valid["role"].to_numpy(), valid["label"].to_numpy()
-    if many:
-        if xp.member_weights is not None:
-            weights, chosen = normalise_weights(xp.member_weights, len(models)).tolist(), "extract.member_weights"
-        else:
-            weights, table = choose_member_weights(blocks["valid"], roles, labels, xp.member_weight_step)
-            chosen = f"best validation cosine mAP@1000 of {len(table)} candidates"
-        log.info("fold %d: member weights %s (%s)", fold,
-                 ", ".join(f"{m['backbone']} {w:.2f}" for m, w in zip(members, weights)), chosen)
-    info = {"fold": fold, "backbone": "+".join(m["backbone"] for m in members), "members": members,
+    rates: dict[str, float] = {}
+    members = [_Member(xp, root, model, meta, work, rates, len(models) > 1) for model, meta in models]
+    whitenings, dims = zip(*[_fit_whitening(xp, fold, train[IMAGE].tolist(), m) for m in members])
+    blocks = {name: _set_blocks(members, whitenings, dims, df, name, df[ID].isin(empty).to_numpy() if name == "query"
+                                else np.zeros(len(df), bool)) for name, df in sets.items()}
+    backbones = [meta["backbone"] for _, meta in models]
+    weights, chosen, table = _weights(xp, fold, backbones, blocks["valid"], valid)
+    info = {"fold": fold, "backbone": "+".join(backbones),
+            "members": [{"backbone": b, "dim": dim} for b, dim in zip(backbones, dims)],
             "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
             "scales": list(xp.scales), "amp": xp.amp,
             # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
-            "whiten_dim": members[0]["dim"] if whitenings[0] is not None else 0}
-    feats = {}
-    for name, df in sets.items():
-        extra = {"empty_queries": empty} if name == "query" else {}
-        feats[name] = Features(df["id"], concat_weighted(blocks[name], weights), df.get("label"), df.get("role"),
-                               {**info, **extra})
+            "whiten_dim": dims[0] if whitenings[0] is not None else 0}
+    feats = {name: Features(df[ID], concat_weighted(blocks[name], weights), df.get(LABEL), df.get(ROLE),
+                            {**info, **({"empty_queries": empty} if name == "query" else {})})
+             for name, df in sets.items()}
     metrics = {"images": int(sum(len(d) for d in sets.values())), "empty_queries": len(empty),
                "img_per_s": {k: round(v, 2) for k, v in rates.items()}}
-    if many:
-        metrics["member_weights"] = {m["backbone"]: w for m, w in zip(members, weights)}
-        metrics["member_weights_chosen_by"] = chosen
-        metrics["member_weight_candidates"] = table
-        metrics["valid_map@1000_by_member"] = {
-            m["backbone"]: validation_map(b, roles, labels)["map@1000"] for m, b in zip(members, blocks["valid"])}
-    return feats, whitenings, metrics
+    if len(models) > 1:
+        metrics.update(member_weights=dict(zip(backbones, weights)), member_weights_chosen_by=chosen,
+                       member_weight_candidates=table, **{f"valid_{MAP}_by_member": {
+                           b: validation_map(block, valid[ROLE].to_numpy(), valid[LABEL].to_numpy())[MAP]
+                           for b, block in zip(backbones, blocks["valid"])}})
+    return feats, list(whitenings), metrics

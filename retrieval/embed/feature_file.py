@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.io import InputError, atomic_path, read_npz
+from retrieval.io import InputError, read_npz, save_npz
 
 
 @dataclass
@@ -58,9 +58,7 @@ def save_features(path: str | Path, feats: Features) -> None:
         arrays["labels"] = feats.labels
     if feats.roles is not None:
         arrays["roles"] = feats.roles
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    save_npz(path, **arrays)
 
 
 def load_features(path: str | Path, expect_ids: Sequence[str] | None = None) -> Features:

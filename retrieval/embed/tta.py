@@ -1,4 +1,4 @@
-"""Embedding extraction: a model over a list of images, batched, with optional flip TTA."""
+"""Embedding images with one model: batched, L2-normalised, with optional flip and multi-scale TTA."""
 from __future__ import annotations
 
 import time
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retrieval.data import ImageDataset, eval_transform, make_loader
-from retrieval.features import l2_normalise
-from retrieval.model import EmbeddingModel, autocast_dtype
+from retrieval.data.loaders import ImageDataset, eval_transform, make_loader
+from retrieval.embed.feature_file import l2_normalise
+from retrieval.model.network import EmbeddingModel, autocast_dtype
 
 
 @torch.inference_mode()

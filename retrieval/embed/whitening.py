@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.features import l2_normalise
-from retrieval.io import UNREADABLE_NPZ, InputError, atomic_path
+from retrieval.embed.feature_file import l2_normalise
+from retrieval.io import UNREADABLE_NPZ, InputError, save_npz
 
 
 def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +60,7 @@ def save_whitening(path: str | Path, whitenings: list, meta: dict) -> None:
         mean, projection = w if w is not None else (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))
         arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
     meta = {**meta, "dims": [int(arrays[f"projection_{i}"].shape[1]) for i in range(len(whitenings))]}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
+    save_npz(path, **arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
 def load_whitening(path: str | Path) -> list:

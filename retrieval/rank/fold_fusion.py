@@ -1,4 +1,4 @@
-"""Fusing ranked lists from several models (folds, backbones) into one ranking.
+"""Fusing the folds' ranked lists into one ranking (the ensemble stage, and the search of new images).
 
 Each model gives, for every query, its top-K references with scores. A reference missing from
 a model's list is given that list's lowest score (a bound: it scored no higher). The fused score
@@ -8,31 +8,13 @@ what :func:`fuse_rankings` computes, sparsely.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from retrieval.io import InputError, atomic_path, read_npz
+from retrieval.rank.topk import best_first
 
-
-def save_ranking(path: str | Path, query_ids, reference_ids, scores: np.ndarray, indices: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, query_ids=np.asarray(query_ids, dtype=str), reference_ids=np.asarray(reference_ids, dtype=str),
-                     scores=scores.astype(np.float32), indices=indices.astype(np.int64))
-
-
-def load_ranking(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no ranking file (run the rerank stage first)")
-    r = read_npz(path, "ranking file", "rerank",
-                 lambda z: {k: z[k] for k in ("query_ids", "reference_ids", "scores", "indices")})
-    if r["scores"].shape != r["indices"].shape or len(r["scores"]) != len(r["query_ids"]):
-        raise InputError(f"{path}: scores, indices and query ids do not line up")
-    return r
 
 
 def fuse_rankings(scores: Sequence[np.ndarray], indices: Sequence[np.ndarray], n_refs: int,
@@ -63,7 +45,7 @@ def fuse_rankings(scores: Sequence[np.ndarray], indices: Sequence[np.ndarray], n
     for q in range(n_q):
         lo, hi = m.indptr[q], m.indptr[q + 1]
         c, v = m.indices[lo:hi], m.data[lo:hi]
-        order = np.lexsort((c, -v))[:k]
+        order = best_first(v, ids=c)[:k]
         out_s[q, :len(order)] = v[order]
         out_i[q, :len(order)] = c[order]
     return out_s, out_i

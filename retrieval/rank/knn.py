@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from retrieval.metrics import retrieval_metrics
+from retrieval.rank.topk import best_first
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -22,7 +23,7 @@ def _f32(x: np.ndarray) -> np.ndarray:
 def _sorted(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best first; equal scores by the lower index; missing results (-1) last with score -inf."""
     scores = np.where(idx < 0, -np.inf, scores).astype(np.float32)
-    order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -scores), axis=1)
+    order = best_first(scores, ids=np.where(idx < 0, np.iinfo(np.int64).max, idx), axis=1)
     return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1).astype(np.int64)
 
 

@@ -1,63 +1,11 @@
 """k-reciprocal re-ranking (Zhong et al., CVPR 2017) on the sparse top-k neighbour graph.
 
-The published algorithm, on the joint set ``X = [queries; references]`` (N = Q + G rows):
-
-* similarity ``s(i, j) = x_i . x_j``; original distance ``d(i, j) = 2 - 2 s(i, j)``, the
-  squared euclidean distance of unit vectors (the paper's form). The public code also divides
-  each column of d by its maximum over all N rows; that needs a full N x N pass, is not in the
-  paper, and would make lambda = 1 differ from cosine ranking, so it is *not* done here.
-* neighbour lists: every row sorted by ``(d ascending, index ascending)`` over all N items,
-  the item itself included (it is normally first). ``N(i, k)`` = the first ``k + 1`` entries
-  (as in the public code: k neighbours plus the item itself).
-* ``R(i, k) = {j in N(i, k) : i in N(j, k)}`` (k-reciprocal neighbours).
-* expansion: ``E(i) = R(i, k1)`` plus ``R(c, h)`` for every ``c in R(i, k1)`` with
-  ``|R(c, h) & R(i, k1)| > 2/3 |R(c, h)|``, where ``h = round(k1 / 2)`` (numpy rounding, half to
-  even, as the public code); the test is done in integers as ``3 |..| > 2 |R(c, h)|``, which
-  equals the float test of the public code for all set sizes below 2000.
-* ``V[i, l] = exp(-d(i, l)) / sum_{l' in E(i)} exp(-d(i, l'))`` for ``l in E(i)``, else 0.
-* local query expansion (only when ``k2 > 1``, as the public code): ``V[i] <- mean of V[j]``
-  over the first ``k2`` entries of i's neighbour list (i itself included).
-* Jaccard distance ``J(i, j) = 1 - sum_l min(V[i,l], V[j,l]) / sum_l max(V[i,l], V[j,l])``
-  over all N columns l, with ``J = 1`` when both rows are empty. ``sum max`` is computed as
-  ``sum V[i] + sum V[j] - sum min`` (max + min = a + b); rows sum to 1, so this is the public
-  code's ``1 - m / (2 - m)``.
-* final distance ``(1 - lambda) J(q, r) + lambda d(q, r)`` for query q and reference r;
-  references are ranked by ``(final ascending, index ascending)``, all in float64.
-* ties: every distance is rounded to 12 decimals (``np.round(x, 12)``) where it is compared
-  (neighbour lists by ``(round(d), index)``, the final ranking by ``(round(final), index)``).
-  Values that are equal in exact arithmetic are common (J takes simple rational values such as
-  1/2 when V rows are means of the same few rows), and two evaluation orders round them to
-  different last bits; on the 1e-12 grid they tie and go by index, so the result does not
-  depend on the summation order. Only values closer than ~1e-12 are merged this way.
-
-Sparse evaluation. Neighbour lists come from :func:`retrieval.search.knn` on X with a margin of
-8 extra entries; those candidates are re-scored in float64 and sorted by ``(round(d), index)``
-so the lists equal the float64 dense ranking (they could differ only if float32 rounding moved a
-neighbour past 8 others). V is an N x N CSR matrix (about 1.5 k1 nonzeros per row before the
-query expansion, a few times that after). The Jaccard numerator is needed only for (query,
-reference) pairs and only where it is nonzero: for query row q, each ``l`` in the support of
-``V[q]`` is looked up in the inverted index (the columns of the reference rows of V), and
-``min(V[q,l], V[r,l])`` is accumulated over those hits only. Queries are processed in chunks;
-nothing N x N (or Q x G) is ever dense, only a [chunk, G] block of similarities.
-
-Exactness of the returned list. For a query q let ``B`` be its top ``min(top_k, G)``
-references by ``(round(d), index)`` (exact: from a float64 [chunk, G] product) and ``O`` the
-references with a nonzero Jaccard numerator (overlap). Final distances are evaluated on
-``B | O`` only. A reference ``r`` outside ``B | O`` has ``J = 1``, so
-``final(r) = (1 - lambda) + lambda d(r)``, and every ``c`` in B has ``d(c) <= d(r)`` (or equal
-rounded d and ``c < r``) and ``J(c) <= 1``, hence
-``final(c) = (1 - lambda) J(c) + lambda d(c) <= (1 - lambda) + lambda d(r) = final(r)``.
-Floating-point rounding and ``np.round`` are monotone, so this holds for the computed values
-too, and where the rounded finals are equal c wins the tie by index unless ``r < c``. So at
-least ``|B| = min(top_k, G)`` candidates precede r, r cannot be in the dense top list, and the
-returned list is the dense algorithm's, in the same order, with the same distances. The only
-exceptions need a ``c`` in B and an ``r`` outside it whose d differ by less than ~1e-12 (same
-rounded d but ``d(c) > d(r)``, or rounded finals that coincide although ``d(c) < d(r)``, with
-``r < c``); the dense ranking may then prefer r. For ``lambda = 0`` every non-overlapping
-reference has ``final = 1`` exactly and the dense order among them is by index, so ``B`` is
-instead the lowest-index references (enough of them to fill the list after removing O);
-that case has no exception. ``lambda = 1`` gives ``final = d``: plain cosine ranking (V is then
-not built at all), again without exception.
+The final distance of a query and a reference is ``(1 - lambda) J + lambda d``: ``d = 2 - 2 s`` (the
+squared euclidean distance of unit vectors) and ``J`` the Jaccard distance of their expanded
+k-reciprocal neighbour sets, weighted by ``exp(-d)``; distances are compared after rounding to
+12 decimals, ties by the lower index. Nothing N x N is ever dense, and the returned list is the
+dense algorithm's. The full specification, the sparse evaluation and the proof that it returns
+the dense list: ``docs/kreciprocal.md``.
 """
 from __future__ import annotations
 
@@ -65,10 +13,11 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from retrieval.search import knn
+from retrieval.rank.knn import knn
+from retrieval.rank.topk import best_first, topk_indices
 
 _MARGIN = 8  # extra neighbours fetched from faiss before the float64 re-sort
-DECIMALS = 12  # distances are compared after np.round(x, DECIMALS); see the module docstring
+DECIMALS = 12  # distances are compared after np.round(x, DECIMALS); see docs/kreciprocal.md
 _BLOCK = 1 << 23  # elements of a float64 [chunk, G] similarity block (64 MiB)
 _PAIR_CHUNK = 8192  # pairs per float64 gather-dot
 
@@ -80,7 +29,7 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, k1: int = 20, k2: 
     ``queries`` [Q, D] and ``references`` [G, D] are L2-normalised rows. Returns
     ``(scores, indices)``: scores = ``-final_distance`` as float32 [Q, K] (higher is better),
     indices int64 [Q, K], best first; final distances equal after rounding to 12 decimals are
-    ordered by the lower reference index. See the module docstring for the exact definition and why the sparse
+    ordered by the lower reference index. See docs/kreciprocal.md for the exact definition and why the sparse
     evaluation returns the dense algorithm's list.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -144,7 +93,7 @@ def neighbour_lists(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     _, idx = knn(x, x, min(n, k + _MARGIN))
     rows = np.repeat(np.arange(n), idx.shape[1])
     s64 = _pair_sims(x, x, rows, idx.ravel()).reshape(idx.shape)
-    order = np.lexsort((idx, np.round(2.0 - 2.0 * s64, DECIMALS)), axis=1)[:, :min(k, n)]
+    order = best_first(-np.round(2.0 - 2.0 * s64, DECIMALS), ids=idx, axis=1)[:, :min(k, n)]  # nearest first
     return np.take_along_axis(s64, order, 1), np.take_along_axis(idx, order, 1)
 
 
@@ -235,32 +184,14 @@ def _jaccard_numerator(v_rows: sp.csr_matrix, inverted: sp.csr_matrix, n_g: int)
     return m
 
 
-def top_columns(values: np.ndarray, k: int) -> np.ndarray:
-    """Column indices [c, k] of each row's k largest values, in no particular order.
-
-    Among values equal to the k-th largest, the lower column indices are taken.
-    """
-    n_cols = values.shape[1]
-    if k >= n_cols:
-        return np.broadcast_to(np.arange(n_cols), values.shape).copy()
-    part = np.argpartition(-values, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(values, part, 1).min(axis=1)
-    ge = (values >= kth[:, None]).sum(axis=1)
-    bad = np.flatnonzero(ge > k)  # a tie at the k-th place: argpartition's choice is arbitrary
-    if len(bad):
-        from retrieval.metrics import topk_indices
-        part[bad] = topk_indices(values[bad], k)
-    return part
-
-
 def _rank_chunk(sims: np.ndarray, overlap: sp.csr_matrix, rs_q, rs_g, lam: float,
                 kb: int) -> tuple[np.ndarray, np.ndarray]:
-    """Final ranking of one chunk of queries from its candidates (see the module docstring)."""
+    """Final ranking of one chunk of queries from its candidates (see docs/kreciprocal.md)."""
     c, n_g = sims.shape
     o_rows = np.repeat(np.arange(c, dtype=np.int64), np.diff(overlap.indptr))
     o_keys = o_rows * n_g + overlap.indices
     if lam > 0.0:
-        base = top_columns(-np.round(2.0 - 2.0 * sims, DECIMALS), kb)
+        base = topk_indices(-np.round(2.0 - 2.0 * sims, DECIMALS), kb)
     else:  # every non-overlapping reference ties at final = 1: the lowest indices fill the list
         n_base = min(n_g, kb + int(np.diff(overlap.indptr).max(initial=0)))
         base = np.broadcast_to(np.arange(n_base), (c, n_base))
@@ -283,7 +214,7 @@ def _rank_chunk(sims: np.ndarray, overlap: sp.csr_matrix, rs_q, rs_g, lam: float
         jac = 1.0 - np.divide(m, smax, out=np.zeros_like(m), where=smax > 0)
         final = (1.0 - lam) * jac + lam * d
     final = np.round(final, DECIMALS)
-    order = np.lexsort((cols, final, rows))
+    order = best_first(-final, ids=cols, groups=rows)  # lowest final distance first, per query
     start = np.searchsorted(rows[order], np.arange(c))
     pick = order[start[:, None] + np.arange(kb)]
     return (-final[pick]).astype(np.float32), cols[pick].astype(np.int64)

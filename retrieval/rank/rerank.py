@@ -1,8 +1,7 @@
-"""Query expansion and database-side augmentation: pure functions on L2-normalised rows.
-
-Both replace a vector by a weighted sum of itself and its nearest neighbours, weight
-``max(similarity, 0) ** alpha`` (alpha-QE, Radenovic et al. 2018; alpha = 0 gives average QE
-over the top ``k``), then re-normalise.
+"""The re-ranking chain ``rerank.steps``: :func:`rank` runs DBA and alpha-QE on the vectors
+(:mod:`retrieval.rank.expansion`), then at most one of k-reciprocal re-ranking or diffusion, or
+else a plain kNN search; and the validation rankings the ``rerank`` stage scores and saves
+(each step alone, the whole chain).
 """
 from __future__ import annotations
 
@@ -11,42 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from retrieval.config import RerankParams
-from retrieval.search import knn
-
-
-def expand(vectors: np.ndarray, database: np.ndarray, scores: np.ndarray, indices: np.ndarray,
-           alpha: float) -> np.ndarray:
-    """normalise(v + sum_j max(s_j, 0)^alpha * database[i_j]) for each row's neighbours
-    (a missing neighbour, index -1 from an approximate index, weighs nothing)."""
-    w = np.maximum(scores, 0.0).astype(np.float32) ** np.float32(alpha)  # [N, k]
-    w = np.where(indices < 0, np.float32(0.0), w)
-    out = vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[np.maximum(indices, 0)])
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int, alpha: float, index=None) -> np.ndarray:
-    """alpha-weighted query expansion with each query's top ``k`` database neighbours
-    (found with ``index``, a :class:`retrieval.config.IndexParams`; None = exact)."""
-    if k <= 0:
-        return queries.astype(np.float32)
-    scores, idx = knn(queries, database, k, index)
-    return expand(queries, database, scores, idx, alpha)
-
-
-def dba(database: np.ndarray, k: int, alpha: float, index=None) -> np.ndarray:
-    """Database-side augmentation: each row expanded with its top ``k`` other database rows
-    (found with ``index``, as in :func:`alpha_qe`)."""
-    if k <= 0:
-        return database.astype(np.float32)
-    scores, idx = knn(database, database, k + 1, index)
-    # drop each row's own match; with duplicate rows the self match may not come first
-    own = idx == np.arange(len(database))[:, None]
-    keep = ~own
-    keep[own.sum(1) == 0, -1] = False  # no self in the list: drop the last neighbour instead
-    scores = scores[keep].reshape(len(database), -1)
-    idx = idx[keep].reshape(len(database), -1)
-    return expand(database, database, scores, idx, alpha)
+from retrieval.rank.expansion import alpha_qe, dba
+from retrieval.rank.knn import knn
 
 
 def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
@@ -65,11 +30,11 @@ def rank(queries: np.ndarray, database: np.ndarray, p: RerankParams, k: int,
         elif step == "qe":
             queries = alpha_qe(queries, database, p.qe.k, p.qe.alpha, p.index)
         elif step == "kreciprocal":
-            from retrieval.kreciprocal import k_reciprocal
+            from retrieval.rank.kreciprocal import k_reciprocal
             c = p.kreciprocal
             return k_reciprocal(queries, database, c.k1, c.k2, c.lambda_value, top_k=k)
         elif step == "diffusion":
-            from retrieval.diffusion import diffusion
+            from retrieval.rank.diffusion import diffusion
             c = p.diffusion
             return diffusion(queries, database, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
         else:
@@ -81,7 +46,7 @@ def validation_rankings(valid, p: RerankParams, k: int = 1000) -> dict[str, np.n
     """Validation rankings ``[Q, k]`` (reference indices) with no re-ranking, each configured step
     alone, and all of them.
 
-    ``valid`` is a :class:`retrieval.features.Features` with labels and roles: the queries are
+    ``valid`` is a :class:`retrieval.embed.feature_file.Features` with labels and roles: the queries are
     its rows of role ``query`` and the database the others, in file order. The entry ``final``
     is the configured chain, the one the pipeline's score uses.
     """
@@ -98,3 +63,10 @@ def validation_ablation(valid, rankings: dict[str, np.ndarray], k: int = 1000) -
 
     q = valid.roles == "query"
     return {name: retrieval_metrics(ranked, valid.labels[q], valid.labels[~q], k) for name, ranked in rankings.items()}
+
+
+def validation_ranking(valid, p: RerankParams) -> tuple[np.ndarray, np.ndarray]:
+    """The configured chain's top ``p.k`` (scores, indices) of the validation queries against the
+    validation references (``valid`` as in :func:`validation_rankings`): what the report shows."""
+    q = valid.roles == "query"
+    return rank(valid.embeddings[q], valid.embeddings[~q], p, min(p.k, int((~q).sum())))

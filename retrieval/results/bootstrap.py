@@ -17,6 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
+from retrieval.metrics import MAP
+
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
@@ -77,8 +79,8 @@ def cv_uncertainty(ap: np.ndarray, fold_maps: Mapping[str, float], resamples: in
     fold's mAP@1000) and ``fold_map@1000_range`` (its max - min)."""
     low, high = mean_interval(ap, resamples, seed)
     spread = max(fold_maps.values()) - min(fold_maps.values())
-    return {"map@1000_ci95_lo": low, "map@1000_ci95_hi": high, "fold_map@1000": dict(fold_maps),
-            "fold_map@1000_range": float(spread)}
+    return {f"{MAP}_ci95_lo": low, f"{MAP}_ci95_hi": high, f"fold_{MAP}": dict(fold_maps),
+            f"fold_{MAP}_range": float(spread)}
 
 
 def _win(mean_a: float, mean_b: float) -> float:

@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 
 from retrieval.io import InputError, atomic_path
-from retrieval.metrics import per_query_metrics
+from retrieval.metrics import MAP, N_QUERIES, P1, per_query_metrics
 
 QUERY_ID = "query_id"
 LABEL = "label"
 AP = "ap"
-P1 = "p@1"
 FOLD = "fold"
 COLUMNS = (QUERY_ID, LABEL, AP, P1)
 
@@ -44,9 +43,9 @@ def ranking_per_query(ranked: np.ndarray, query_ids: Sequence[str], query_labels
 
 
 def validation_per_query(valid, ranked: np.ndarray, k: int = 1000) -> pd.DataFrame:
-    """The per-query table of a validation ranking: ``valid`` is a :class:`retrieval.features.Features`
+    """The per-query table of a validation ranking: ``valid`` is a :class:`retrieval.embed.feature_file.Features`
     with labels and roles, ``ranked`` ranks its ``reference`` rows for its ``query`` rows, in file order
-    (as :func:`retrieval.rerank.validation_rankings` does)."""
+    (as :func:`retrieval.rank.rerank.validation_rankings` does)."""
     q = valid.roles == "query"
     return ranking_per_query(ranked, valid.ids[q], valid.labels[q], valid.labels[~q], k)
 
@@ -117,9 +116,9 @@ def check_matches_metrics(path: str | os.PathLike, frame: pd.DataFrame, metrics:
     """Refuse a per-query table whose query count or mean AP@1000 differs from ``metrics``
     (``n_queries``, ``map@1000``, read from ``source``): one of the two files is stale."""
     n, mean = len(frame), float(frame[AP].mean()) if len(frame) else 0.0
-    if n != metrics["n_queries"] or abs(mean - metrics["map@1000"]) > 1e-9:
+    if n != metrics[N_QUERIES] or abs(mean - metrics[MAP]) > 1e-9:
         raise InputError(f"{path}: {n} queries with mean {AP} {mean:.6f}, but {source} has {metrics['n_queries']} "
-                         f"with map@1000 {metrics['map@1000']:.6f}; re-run rerank")
+                         f"with {MAP} {metrics[MAP]:.6f}; re-run rerank")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

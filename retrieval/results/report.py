@@ -18,6 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageOps
 
+from retrieval.data.folds import QUERY
+from retrieval.data.images import ID, IMAGE, scan_test
+from retrieval.embed.feature_file import load_features
+from retrieval.io import InputError, atomic_path
+from retrieval.metrics import MAP, P1, ranking_ap
+from retrieval.rank.ranking_file import load_ranking
+from retrieval.results.submission import read_submission
+
 RIGHT, WRONG, UNKNOWN = (46, 160, 67), (207, 34, 46), (140, 140, 140)
 
 
@@ -196,7 +204,7 @@ def render_html(summary: pd.DataFrame, valid_examples: Sequence[Example], classe
              "configured re-ranking; frames: <b style='color:#2ea043'>same class</b>, "
              "<b style='color:#cf222e'>other class</b>, <b style='color:#1f6feb'>query</b>. "
              f"A PNG of the validation rows: <a href='{html.escape(grid_name)}'>{html.escape(grid_name)}</a>.</p>",
-             "<h2>Validation summary</h2>", _table(summary, floats=("map@1000", "p@1")),
+             "<h2>Validation summary</h2>", _table(summary, floats=(MAP, P1)),
              f"<h2>Validation queries, worst to best ({len(valid_examples)})</h2>"]
     parts += [_example_row(e, thumb) for e in valid_examples]
     parts += ["<h2>Hardest classes (per-class AP of the validation queries, lowest first)</h2>",
@@ -211,69 +219,93 @@ def render_html(summary: pd.DataFrame, valid_examples: Sequence[Example], classe
 
 # -- the report of a pipeline run ----------------------------------------------------------------
 
-def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequence[str | Path],
-                submission: str | Path, out_dir: str | Path) -> dict:
-    """Write ``index.html`` and ``grid.png`` under ``out_dir``; return a summary dict.
+@dataclass
+class _FoldRows:
+    """One fold's validation queries as the report shows them."""
+    summary: dict
+    examples: list[Example]
+    query_labels: np.ndarray
+    ap: np.ndarray
+    hit: np.ndarray
+    ranked: tuple  # (indices, query labels, reference labels), for the confused pairs
 
-    ``params`` is the whole :class:`retrieval.config.Params` (``cv.folds``, ``rerank`` to rank
-    each fold's validation queries as the pipeline does, ``report`` for sizes); ``valid_paths``
-    holds each fold's ``valid.npz``, in ``cv.folds`` order.
-    """
-    from retrieval.data import scan_test
-    from retrieval.features import load_features
-    from retrieval.io import atomic_path
-    from retrieval.metrics import ranking_ap
-    from retrieval.rerank import rank
-    from retrieval.submission import read_submission
 
-    root, out_dir = Path(root), Path(out_dir)
-    rp, cfg = params.rerank, params.report
-    image_of = dict(zip(folds["id"].astype(str), folds["image"].astype(str)))
-    rows, examples, q_all, ap_all, hit_all, ranked_labels = [], [], [], [], [], []
-    for fold, path in zip(params.cv.folds, valid_paths):
-        v = load_features(path)
-        if v.labels is None or v.roles is None:
-            raise ValueError(f"{path}: a validation feature file needs labels and roles")
-        q = v.roles == "query"
-        qids, rids, ql, rl = v.ids[q], v.ids[~q], v.labels[q], v.labels[~q]
-        k = min(rp.k, int((~q).sum()))
-        scores, idx = rank(v.embeddings[q], v.embeddings[~q], rp, k)
-        ap = ranking_ap(idx, ql, rl, rp.k)
-        hit = np.array([r[0] >= 0 and rl[r[0]] == lab for r, lab in zip(idx, ql)]) if k else np.zeros(len(ql), bool)
-        rows.append({"fold": str(fold), "queries": int(q.sum()), "references": int((~q).sum()),
-                     "map@1000": float(ap.mean()) if len(ap) else 0.0, "p@1": float(hit.mean()) if len(hit) else 0.0})
-        for i in range(len(qids)):
-            top = [j for j in idx[i, :cfg.top] if j >= 0]
-            examples.append(Example(qids[i], root / image_of[qids[i]], ql[i], [rids[j] for j in top],
-                                    [root / image_of[rids[j]] for j in top], [rl[j] for j in top],
-                                    [float(scores[i, c]) for c in range(len(top))], float(ap[i]), fold))
-        q_all += ql.tolist()
-        ap_all.append(ap)
-        hit_all.append(hit)
-        ranked_labels.append((idx, ql, rl))
-    ap_all, hit_all = np.concatenate(ap_all), np.concatenate(hit_all)
+def _fold_rows(fold: int, valid_path: str | Path, ranking_path: str | Path, root: Path, image_of: dict,
+               top: int) -> _FoldRows:
+    """Fold ``fold``'s validation queries ranked as ``rerank`` ranked them (its saved validation
+    ranking), their AP@1000 and first hits, the summary row and the example rows."""
+    v = load_features(valid_path)
+    if v.labels is None or v.roles is None:
+        raise ValueError(f"{valid_path}: a validation feature file needs labels and roles")
+    q = v.roles == QUERY
+    qids, rids, ql, rl = v.ids[q], v.ids[~q], v.labels[q], v.labels[~q]
+    r = load_ranking(ranking_path)
+    if not (np.array_equal(r["query_ids"], qids) and np.array_equal(r["reference_ids"], rids)):
+        raise InputError(f"{ranking_path}: its queries or references are not those of {valid_path}; re-run rerank")
+    scores, idx = r["scores"], r["indices"]
+    k = idx.shape[1]  # rerank.k, or fewer references
+    ap = ranking_ap(idx, ql, rl, max(k, 1))
+    hit = np.array([r[0] >= 0 and rl[r[0]] == lab for r, lab in zip(idx, ql)]) if k else np.zeros(len(ql), bool)
+    summary = {"fold": str(fold), "queries": int(q.sum()), "references": int((~q).sum()),
+               MAP: float(ap.mean()) if len(ap) else 0.0, P1: float(hit.mean()) if len(hit) else 0.0}
+    examples = []
+    for i in range(len(qids)):
+        shown = [j for j in idx[i, :top] if j >= 0]
+        examples.append(Example(qids[i], root / image_of[qids[i]], ql[i], [rids[j] for j in shown],
+                                [root / image_of[rids[j]] for j in shown], [rl[j] for j in shown],
+                                [float(scores[i, c]) for c in range(len(shown))], float(ap[i]), fold))
+    return _FoldRows(summary, examples, ql, ap, hit, (idx, ql, rl))
+
+
+def _validation_tables(folds: list[_FoldRows]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The summary (a row per fold, then all), the per-class table, the most confused pairs, and
+    every query's AP, over the folds."""
+    ap_all = np.concatenate([f.ap for f in folds])
+    hit_all = np.concatenate([f.hit for f in folds])
+    rows = [f.summary for f in folds]
     rows.append({"fold": "all", "queries": int(len(ap_all)), "references": int(sum(r["references"] for r in rows)),
-                 "map@1000": float(ap_all.mean()) if len(ap_all) else 0.0,
-                 "p@1": float(hit_all.mean()) if len(hit_all) else 0.0})
-    summary = pd.DataFrame(rows)
-    classes = class_table(q_all, ap_all, hit_all)
-    pairs = pd.concat([confused_pairs(i, ql, rl, top=1, limit=10**9) for i, ql, rl in ranked_labels])
+                 MAP: float(ap_all.mean()) if len(ap_all) else 0.0,
+                 P1: float(hit_all.mean()) if len(hit_all) else 0.0})
+    classes = class_table(np.concatenate([f.query_labels for f in folds]).tolist(), ap_all, hit_all)
+    pairs = pd.concat([confused_pairs(i, ql, rl, top=1, limit=10**9) for i, ql, rl in (f.ranked for f in folds)])
     if len(pairs):  # pairs of different folds never share a class: concatenating the counts is exact
         pairs = _most_confused_first(pairs, 10)
-    valid_examples = [examples[i] for i in pick_examples(ap_all, cfg.n_valid)]
+    return pd.DataFrame(rows), classes, pairs, ap_all
 
+
+def _test_examples(root: Path, submission: str | Path, cfg) -> list[Example]:
+    """A seeded sample of ``cfg.n_test`` test queries with their top ``cfg.top`` of the submission."""
     sub = read_submission(submission)
     tq, tr = scan_test(root, "query"), scan_test(root, "reference")
-    q_img, r_img = dict(zip(tq["id"], tq["image"])), dict(zip(tr["id"], tr["image"]))
+    q_img, r_img = dict(zip(tq[ID], tq[IMAGE])), dict(zip(tr[ID], tr[IMAGE]))
     rng = np.random.default_rng(cfg.seed)
     test_ids = sorted(sub)
     picked = sorted(rng.choice(len(test_ids), size=min(cfg.n_test, len(test_ids)), replace=False)) if test_ids else []
-    test_examples = []
+    examples = []
     for i in picked:
         qid = test_ids[i]
         refs = sub[qid][:cfg.top]
-        test_examples.append(Example(qid, root / q_img[qid], None, refs, [root / r_img[r] for r in refs],
-                                     [None] * len(refs), None))
+        examples.append(Example(qid, root / q_img[qid], None, refs, [root / r_img[r] for r in refs],
+                                [None] * len(refs), None))
+    return examples
+
+
+def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequence[str | Path],
+                ranking_paths: Sequence[str | Path], submission: str | Path, out_dir: str | Path) -> dict:
+    """Write ``index.html`` and ``grid.png`` under ``out_dir``; return a summary dict.
+
+    ``params`` is the whole :class:`retrieval.config.Params` (``cv.folds``, ``report`` for
+    sizes); ``valid_paths`` holds each fold's ``valid.npz`` and ``ranking_paths`` each fold's
+    ``valid_ranking.npz`` (its validation queries ranked by ``rerank``), in ``cv.folds`` order.
+    """
+    root, out_dir, cfg = Path(root), Path(out_dir), params.report
+    image_of = dict(zip(folds[ID].astype(str), folds[IMAGE].astype(str)))
+    per_fold = [_fold_rows(fold, v, r, root, image_of, cfg.top)
+                for fold, v, r in zip(params.cv.folds, valid_paths, ranking_paths)]
+    summary, classes, pairs, ap_all = _validation_tables(per_fold)
+    examples = [e for f in per_fold for e in f.examples]
+    valid_examples = [examples[i] for i in pick_examples(ap_all, cfg.n_valid)]
+    test_examples = _test_examples(root, submission, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "grid.png") as tmp:
         size = render_grid(valid_examples, tmp, cfg.thumb)
@@ -282,4 +314,4 @@ def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequ
         tmp.write_text(page, encoding="utf-8")
     return {"valid_examples": len(valid_examples), "test_examples": len(test_examples), "grid_size": list(size),
             "classes": int(len(classes)), "hardest_class": classes["label"].iloc[0] if len(classes) else None,
-            "map@1000": float(summary["map@1000"].iloc[-1])}
+            MAP: float(summary[MAP].iloc[-1])}

@@ -8,15 +8,15 @@ from typing import Sequence
 import numpy as np
 
 from retrieval.config import Params
-from retrieval.data import IMAGE_EXTENSIONS, check_images
-from retrieval.embed import embed_tta
-from retrieval.ensemble import fuse_rankings
-from retrieval.features import load_features
+from retrieval.data.images import IMAGE_EXTENSIONS, check_images
+from retrieval.embed.feature_file import load_features
+from retrieval.embed.members import embed_members
+from retrieval.embed.tta import embed_tta
+from retrieval.embed.whitening import load_whitening
 from retrieval.io import InputError
-from retrieval.fusion import concat_weighted
-from retrieval.model import models_from_checkpoint
-from retrieval.rerank import rank
-from retrieval.whiten import apply_whitening, load_whitening
+from retrieval.model.checkpoints import models_from_checkpoint
+from retrieval.rank.fold_fusion import fuse_rankings
+from retrieval.rank.rerank import rank
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,14 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
         if len(whitenings) != len(models):
             raise InputError(f"{whitening_pattern.format(fold=fold)}: {len(whitenings)} whitenings for "
                              f"{len(models)} backbones in {model_pattern.format(fold=fold)}; re-run extract")
-        blocks = []
-        for (model, meta), whitening in zip(models, whitenings):
-            emb, _ = embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
-                               refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
-                               num_workers=0, amp=refs.meta.get("amp", "auto"),
-                               desc=f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else ""))
-            blocks.append(apply_whitening(emb, *whitening) if whitening is not None else emb)
-        emb = concat_weighted(blocks, refs.meta.get("member_weights", [1.0] * len(blocks)))
+
+        def embed(member: tuple) -> np.ndarray:
+            model, meta = member
+            return embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
+                             refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
+                             num_workers=0, amp=refs.meta.get("amp", "auto"),
+                             desc=f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else ""))[0]
+        emb = embed_members(models, whitenings, refs.meta.get("member_weights", [1.0] * len(models)), embed)
         if emb.shape[1] != refs.embeddings.shape[1]:
             raise InputError(f"{reference_pattern.format(fold=fold)}: {refs.embeddings.shape[1]}-d references, "
                              f"but the model and whitening give {emb.shape[1]}-d embeddings")

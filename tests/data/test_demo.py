@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.demo import make_demo
+from retrieval.data.demo import make_demo
 from stages import demo as demo_stage
 
 SMALL = dict(n_train_classes=3, n_test_classes=2, train_per_class=2, queries_per_class=2,

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from retrieval.folds import assign_folds, make_folds, query_count
+from retrieval.data.folds import assign_folds, make_folds, query_count
 
 
 def table(sizes: dict[str, int]) -> pd.DataFrame:

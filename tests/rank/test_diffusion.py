@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 
-from retrieval.diffusion import block_cg, diffusion, reference_graph
 from retrieval.metrics import retrieval_metrics
-from retrieval.search import knn
+from retrieval.rank.diffusion import block_cg, diffusion, reference_graph
+from retrieval.rank.knn import knn
 
 
 def unit(x):

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from retrieval.config import QEParams, RerankParams
-from retrieval.ensemble import fuse_rankings
 from retrieval.metrics import retrieval_metrics
-from retrieval.rerank import alpha_qe, dba, expand, rank
-from retrieval.search import knn
+from retrieval.rank.expansion import alpha_qe, dba, expand
+from retrieval.rank.fold_fusion import fuse_rankings
+from retrieval.rank.knn import knn
+from retrieval.rank.rerank import rank
 
 
 def unit(x):
@@ -236,7 +237,7 @@ def test_missing_neighbours_weigh_nothing_in_expansion():
 def test_index_params_refused_where_they_cannot_work():
     from retrieval.config import IndexParams, parse_params
     from retrieval.io import InputError
-    from retrieval.search import build_index
+    from retrieval.rank.knn import build_index
     with pytest.raises(InputError, match="rerank.index.kind hnsw works with dba and qe only; diffusion"):
         parse_params({"rerank": {"index": {"kind": "hnsw"}}})  # the default steps end in diffusion
     assert parse_params({"rerank": {"steps": ["dba", "qe"], "index": {"kind": "ivfpq"}}}).rerank.index.kind == "ivfpq"

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from retrieval.kreciprocal import k_reciprocal
 from retrieval.metrics import retrieval_metrics
-from retrieval.search import knn
+from retrieval.rank.knn import knn
+from retrieval.rank.kreciprocal import k_reciprocal
 
 
 def unit(x):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from retrieval.bootstrap import bootstrap_means, cv_uncertainty, half_wins, mean_interval, paired_comparison
+from retrieval.results.bootstrap import bootstrap_means, cv_uncertainty, half_wins, mean_interval, paired_comparison
 from stages import compare
 
 # Two queries, differences A - B of +0.4 and -0.2: a resample's mean difference is 0.4 (both

@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 
 from retrieval.config import RerankParams
-from retrieval.features import Features
+from retrieval.embed.feature_file import Features
 from retrieval.io import InputError
-from retrieval.perquery import (AP, COLUMNS, FOLD, P1, QUERY_ID, check_matches_metrics, pool_folds, read_per_query,
-                                validation_per_query, write_per_query)
-from retrieval.rerank import validation_ablation, validation_rankings
+from retrieval.rank.rerank import validation_ablation, validation_rankings
+from retrieval.results.per_query import AP, COLUMNS, FOLD, P1, QUERY_ID, check_matches_metrics, pool_folds, read_per_query, validation_per_query, write_per_query
 
 
 def fake_valid(n_classes=12, per_class=8, seed=0):

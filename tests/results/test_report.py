@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrieval.report import (RIGHT, WRONG, Example, class_table, confused_pairs, pick_examples,
-                              render_grid, render_html)
+from retrieval.results.report import Example, RIGHT, WRONG, class_table, confused_pairs, pick_examples, render_grid, render_html
 
 
 def test_class_table_golden():

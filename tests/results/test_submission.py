@@ -4,9 +4,8 @@ import json
 import pytest
 
 from retrieval.io import InputError
-from retrieval.perquery import AP, COLUMNS, LABEL, P1, QUERY_ID, read_per_query
-from retrieval.submission import (HEADER, SubmissionError, read_submission, read_truth, score_submission, validate,
-                                  write_submission)
+from retrieval.results.per_query import AP, COLUMNS, LABEL, P1, QUERY_ID, read_per_query
+from retrieval.results.submission import HEADER, SubmissionError, read_submission, read_truth, score_submission, validate, write_submission
 from stages import score
 
 QUERIES = ["q1", "q2", "q3"]

@@ -10,21 +10,19 @@ import pytest
 import torch
 import yaml
 
-from retrieval.distributed import RankSlices, check_batch
+from retrieval.train.distributed import RankSlices, check_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
-TINY = {
-    "seed": 5,
-    "data": {"root": "data"},
-    "demo": {"seed": 4, "n_train_classes": 8, "n_test_classes": 2, "train_per_class": 6,
-             "queries_per_class": 1, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"n_folds": 2, "folds": [0, 1]},
-    "model": {"pretrained": "none", "embedding_dim": 16},
-    # batch-independent layers (freeze_bn) and fp32, so that the split batch gives the same update
-    "train": {"epochs": 2, "image_size": 48, "val_image_size": 48, "batch_size": 8, "num_workers": 0,
-              "freeze_stages": 0, "warmup_epochs": 0.5, "freeze_bn": True, "amp": "off", "threads": 1},
-}
+@pytest.fixture
+def tiny(tiny_params):
+    return tiny_params({
+        "seed": 5,
+        "demo": {"seed": 4, "n_train_classes": 8, "n_test_classes": 2, "train_per_class": 6,
+                 "queries_per_class": 1, "photos_per_ref_class": 1, "size": 48},
+        # batch-independent layers (freeze_bn) and fp32, so that the split batch gives the same update
+        "train": {"epochs": 2, "freeze_bn": True, "amp": "off", "threads": 1},
+    })
 
 
 def test_rank_slices_cut_every_global_batch():
@@ -49,8 +47,8 @@ def _run(cmd, cwd):
 
 
 @pytest.mark.parametrize("sampler", ["random", "pk"])
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, sampler):
-    params = {**TINY, "train": {**TINY["train"], "sampler": sampler, "m_per_class": 2}}
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny, tmp_path, sampler):
+    params = {**tiny, "train": {**tiny["train"], "sampler": sampler, "m_per_class": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _run([sys.executable, "-m", "stages.demo", "--out", "data"], tmp_path)
     _run([sys.executable, "-m", "stages.split", "--out", "folds.csv", "--metrics", "split.json"], tmp_path)
@@ -76,8 +74,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     # gradient, so a sign flip of a near-zero gradient (float summation order) moves one weight by
     # 2 lr; compared over the whole update, the two runs differ by under 2% of it (measured: 0.3%)
     from retrieval.config import parse_params
-    from retrieval.model import build_model
-    from retrieval.train import seed_everything
+    from retrieval.model.network import build_model
+    from retrieval.train.loop import seed_everything
     p = parse_params(params)
     seed_everything(p.seed + 0)
     w0 = build_model(p.model)[0].state_dict()  # the initial weights of both runs
@@ -100,7 +98,7 @@ def test_sync_batchnorm_conversion_keeps_activations_and_checkpoint_keys():
     from timm.layers import convert_sync_batchnorm
 
     from retrieval.config import ModelParams
-    from retrieval.model import build_model
+    from retrieval.model.network import build_model
 
     torch.manual_seed(0)
     plain, _ = build_model(ModelParams(embedding_dim=8), pretrained="none")

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval import train as train_mod
 from retrieval.config import ModelParams, TrainParams, parse_params
-from retrieval.model import backbone_layer_ids, build_model, metric_loss
-from retrieval.train import EMA, group_schedules, param_groups, train_fold
+from retrieval.model.losses import metric_loss
+from retrieval.model.network import backbone_layer_ids, build_model
+from retrieval.train import loop as train_mod
+from retrieval.train.loop import train_fold
+from retrieval.train.optim import interpolate
+from retrieval.train.optim import EMA, group_schedules, param_groups
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +102,9 @@ def test_bad_recipe_params_are_refused(raw, needle):
         parse_params(raw)
 
 
-TINY = {"seed": 1, "model": {"pretrained": "none", "embedding_dim": 16},
-        "train": {"epochs": 2, "image_size": 48, "val_image_size": 48, "batch_size": 8, "num_workers": 0,
-                  "freeze_stages": 0, "warmup_epochs": 0.5}}
+@pytest.fixture
+def tiny(tiny_params):
+    return tiny_params({"seed": 1, "train": {"epochs": 2}})
 
 
 def _tiny_folds(root, n_classes=4, per_class=6):
@@ -120,9 +123,9 @@ def _tiny_folds(root, n_classes=4, per_class=6):
     return pd.DataFrame(rows)
 
 
-def test_epochs_zero_keeps_the_pretrained_model(tmp_path):
+def test_epochs_zero_keeps_the_pretrained_model(tiny, tmp_path):
     folds = _tiny_folds(tmp_path)
-    p = parse_params({**TINY, "train": {**TINY["train"], "epochs": 0}})
+    p = parse_params({**tiny, "train": {**tiny["train"], "epochs": 0}})
     metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
     assert metrics["best_epoch"] == 0 and metrics["training_helped"] is False
     assert pd.read_csv(tmp_path / "h.csv")["epoch"].tolist() == [0]
@@ -132,17 +135,17 @@ def test_epochs_zero_keeps_the_pretrained_model(tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in fresh.state_dict().items())
 
 
-def test_warns_when_no_epoch_beats_the_pretrained_model(tmp_path, monkeypatch, caplog):
+def test_warns_when_no_epoch_beats_the_pretrained_model(tiny, tmp_path, monkeypatch, caplog):
     folds = _tiny_folds(tmp_path)
     scores = iter([0.9, 0.5, 0.6])  # epoch 0, 1, 2: training only made it worse
     monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: {"map@1000": next(scores), "p@1": 1.0})
     with caplog.at_level(logging.WARNING, logger="retrieval.train"):
-        metrics = train_fold(parse_params(TINY), folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+        metrics = train_fold(parse_params(tiny), folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
     assert metrics["best_epoch"] == 0 and metrics["training_helped"] is False
     assert "training did not help" in caplog.text and "0.9000" in caplog.text
 
 
-def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tmp_path, monkeypatch):
+def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_path, monkeypatch):
     """One epoch of two with the backbone frozen: after it, backbone weights and BatchNorm
     statistics are the pretrained ones, the neck moved; with an EMA the validated and kept
     weights are the average's."""
@@ -153,7 +156,7 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tmp_path, m
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"map@1000": 0.1 * len(seen), "p@1": 1.0}  # each epoch better: the last is kept
     monkeypatch.setattr(train_mod, "evaluate", record)
-    p = parse_params({**TINY, "train": {**TINY["train"], "head_warmup_epochs": 1, "ema_decay": 0.5}})
+    p = parse_params({**tiny, "train": {**tiny["train"], "head_warmup_epochs": 1, "ema_decay": 0.5}})
     train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
     start, after_head, end = seen
     backbone = [k for k in start if k.startswith("backbone.")]
@@ -171,12 +174,12 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tmp_path, m
 def test_interpolate_golden_and_ends():
     start = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}
     end = {"w": torch.tensor([4.0, 2.0]), "n": torch.tensor(9)}
-    mixed = train_mod.interpolate(start, end, 0.25)
+    mixed = interpolate(start, end, 0.25)
     assert mixed["w"].tolist() == [1.0, 2.0] and mixed["n"].item() == 9
-    assert torch.equal(train_mod.interpolate(start, end, 1.0)["w"], end["w"])
+    assert torch.equal(interpolate(start, end, 1.0)["w"], end["w"])
 
 
-def test_wise_keeps_the_best_mix_of_start_and_last(tmp_path, monkeypatch):
+def test_wise_keeps_the_best_mix_of_start_and_last(tiny, tmp_path, monkeypatch):
     """Epochs score 0.5, 0.4, 0.45; the mixes 0.25 / 0.75 score 0.6 / 0.55: the 0.25 mix of the
     epoch-0 and epoch-2 weights is kept, and the metrics say so."""
     folds = _tiny_folds(tmp_path)
@@ -186,7 +189,7 @@ def test_wise_keeps_the_best_mix_of_start_and_last(tmp_path, monkeypatch):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"map@1000": next(scores), "p@1": 1.0}
     monkeypatch.setattr(train_mod, "evaluate", record)
-    p = parse_params({**TINY, "train": {**TINY["train"], "wise_alphas": [0.25, 0.75]}})
+    p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [0.25, 0.75]}})
     metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
     assert metrics["wise_alpha"] == 0.25 and metrics["best_epoch"] == 2 and metrics["val_map@1000"] == 0.6
     assert metrics["wise_val_map@1000"] == {"0.25": 0.6, "0.75": 0.55}

@@ -2,7 +2,7 @@
 
 On tiny generated data (3 epochs of 3 steps): a reference run to the end, then a run in a
 subprocess that SIGKILLs itself in the middle of epoch 2 (the test hook
-``retrieval.train.KILL_AT_STEP_ENV``), then the same command again, which resumes after
+``retrieval.train.interrupts.KILL_AT_STEP_ENV``), then the same command again, which resumes after
 epoch 1. The history (loss, lr, validation metrics) and every tensor of model.pt must be
 identical; only the timings may differ. A state saved under other params is ignored.
 """
@@ -21,20 +21,19 @@ import torch
 import yaml
 
 from retrieval.config import parse_params
-from retrieval.train import KILL_AT_STEP_ENV, STATE_FILE, STATE_VERSION, load_resume_state, run_fingerprint
+from retrieval.train.interrupts import KILL_AT_STEP_ENV
+from retrieval.train.resume import STATE_FILE, STATE_VERSION, load_resume_state, run_fingerprint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
-TINY = {
-    "seed": 8,  # with these params the best epoch comes after the resume (see the test)
-    "data": {"root": "data"},
-    "demo": {"seed": 3, "n_train_classes": 8, "n_test_classes": 2, "train_per_class": 6,
-             "queries_per_class": 1, "photos_per_ref_class": 1, "size": 48},
-    "cv": {"n_folds": 2, "folds": [0, 1]},
-    "model": {"pretrained": "none", "embedding_dim": 16},
-    "train": {"epochs": 3, "image_size": 48, "val_image_size": 48, "batch_size": 8,
-              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-}
+@pytest.fixture(scope="module")
+def tiny(tiny_params):
+    return tiny_params({
+        "seed": 8,  # with these params the best epoch comes after the resume (see the test)
+        "demo": {"seed": 3, "n_train_classes": 8, "n_test_classes": 2, "train_per_class": 6,
+                 "queries_per_class": 1, "photos_per_ref_class": 1, "size": 48},
+        "train": {"epochs": 3},
+    })
 COMPARED = ["epoch", "train_loss", "lr", "val_map@1000", "val_p@1"]  # not seconds, img/s
 FOLD = 0
 
@@ -44,8 +43,8 @@ def run_stage(module: str, *args: str) -> None:
     assert mod.main(list(args)) == 0, module
 
 
-def write_params(workdir: Path, num_workers: int, **train) -> Path:
-    params = {**TINY, "train": {**TINY["train"], "num_workers": num_workers, **train}}
+def write_params(tiny, workdir: Path, num_workers: int, **train) -> Path:
+    params = {**tiny, "train": {**tiny["train"], "num_workers": num_workers, **train}}
     path = workdir / f"params_w{num_workers}{''.join(f'_{k}{v}' for k, v in train.items())}.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -67,13 +66,13 @@ def train_subprocess(args: list[str], cwd: Path, kill_at: int | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tiny, tmp_path_factory):
     """Demo data and folds.csv, made once for the module."""
     d = tmp_path_factory.mktemp("resume")
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        Path("params.yaml").write_text(yaml.safe_dump(TINY))
+        Path("params.yaml").write_text(yaml.safe_dump(tiny))
         run_stage("demo", "--out", "data")
         run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
     finally:
@@ -94,12 +93,12 @@ FINETUNE = {"backbone_lr_scale": 0.1, "layer_decay": 0.8, "head_warmup_epochs": 
 
 @pytest.mark.parametrize("num_workers,extra", [(0, {}), (1, {}), (1, TECHNIQUES), (0, FINETUNE)],
                          ids=["w0", "w1", "w1-techniques", "w0-finetune"])
-def test_killed_run_resumes_to_identical_outputs(workdir, monkeypatch, num_workers, extra):
+def test_killed_run_resumes_to_identical_outputs(tiny, workdir, monkeypatch, num_workers, extra):
     monkeypatch.chdir(workdir)
-    params = write_params(workdir, num_workers, **extra)
+    params = write_params(tiny, workdir, num_workers, **extra)
     tag = f"{num_workers}{'f' if 'ema_decay' in extra else 't' if extra else ''}"
     folds = pd.read_csv("split/folds.csv")
-    steps_per_epoch = int((folds["fold"] != FOLD).sum()) // TINY["train"]["batch_size"]
+    steps_per_epoch = int((folds["fold"] != FOLD).sum()) // tiny["train"]["batch_size"]
     assert steps_per_epoch >= 2  # so that "the middle of epoch 2" exists
 
     # (a) uninterrupted reference run; it removes its resume state when done
@@ -141,21 +140,21 @@ def test_killed_run_resumes_to_identical_outputs(workdir, monkeypatch, num_worke
         assert hist["image_size"].tolist() == [48, 48, 48, 64]  # progressive resizing, also after the resume
     elif not extra:
         # model.pt is a model trained after the resume, not the epoch-0 or epoch-1 one; if a change
-        # elsewhere moves the best epoch, pick another TINY seed for which this holds
+        # elsewhere moves the best epoch, pick another tiny seed for which this holds
         assert model["meta"]["epoch"] >= 2, "best epoch before the resume: model.pt proves little"
 
 
-def test_state_of_other_params_is_ignored(workdir, monkeypatch, caplog):
+def test_state_of_other_params_is_ignored(tiny, workdir, monkeypatch, caplog):
     monkeypatch.chdir(workdir)
     saved = workdir / "state_epoch1_w0.pt"
-    if not saved.exists():  # this test alone: make an epoch-1 state of the TINY params
-        args = train_args(write_params(workdir, 0), "killed", "ckpt/killed")
-        steps_per_epoch = int((pd.read_csv("split/folds.csv")["fold"] != FOLD).sum()) // TINY["train"]["batch_size"]
+    if not saved.exists():  # this test alone: make an epoch-1 state of the tiny params
+        args = train_args(write_params(tiny, workdir, 0), "killed", "ckpt/killed")
+        steps_per_epoch = int((pd.read_csv("split/folds.csv")["fold"] != FOLD).sum()) // tiny["train"]["batch_size"]
         assert train_subprocess(args, workdir, kill_at=steps_per_epoch + 1).returncode == -signal.SIGKILL
         shutil.copy(f"ckpt/killed/{STATE_FILE}", saved)
     # the same run but another learning rate (and 1 epoch, to be quick): the epoch-1 state
     # must not be resumed (resuming it would even skip all training: epochs == 1)
-    params = write_params(workdir, 0, lr=0.002, epochs=1)
+    params = write_params(tiny, workdir, 0, lr=0.002, epochs=1)
     Path("ckpt/other").mkdir(parents=True, exist_ok=True)
     shutil.copy(saved, f"ckpt/other/{STATE_FILE}")
     with caplog.at_level(logging.INFO, logger="retrieval.train"):
@@ -168,28 +167,28 @@ def test_state_of_other_params_is_ignored(workdir, monkeypatch, caplog):
     assert not Path(f"ckpt/other/{STATE_FILE}").exists()
 
 
-def test_fingerprint_covers_params_fold_and_data(workdir, tmp_path):
+def test_fingerprint_covers_params_fold_and_data(tiny, workdir, tmp_path):
     folds = pd.read_csv(workdir / "split/folds.csv", dtype=str, keep_default_na=False)
     folds["fold"] = folds["fold"].astype(int)
     root = workdir / "data"
-    p = parse_params({**TINY})
+    p = parse_params({**tiny})
 
     def fp(params=p, fold=0, table=folds):
         return run_fingerprint(params, fold, root, table[table["fold"] != fold], table[table["fold"] == fold])
 
     base = fp()
     assert fp() == base  # stable
-    assert fp(parse_params({**TINY, "seed": TINY["seed"] + 1})) != base
-    assert fp(parse_params({**TINY, "train": {**TINY["train"], "lr": 0.002}})) != base
-    assert fp(parse_params({**TINY, "train": {**TINY["train"], "num_workers": 1}})) != base
-    assert fp(parse_params({**TINY, "model": {**TINY["model"], "margin": 0.2}})) != base
+    assert fp(parse_params({**tiny, "seed": tiny["seed"] + 1})) != base
+    assert fp(parse_params({**tiny, "train": {**tiny["train"], "lr": 0.002}})) != base
+    assert fp(parse_params({**tiny, "train": {**tiny["train"], "num_workers": 1}})) != base
+    assert fp(parse_params({**tiny, "model": {**tiny["model"], "margin": 0.2}})) != base
     assert fp(fold=1) != base
     assert fp(table=folds.iloc[1:]) != base  # one image fewer
     relabelled = folds.copy()
     relabelled.loc[0, "label"] = "other"
     assert fp(table=relabelled) != base
     # only params.data / rerank / ensemble sections changed: the same run
-    assert fp(parse_params({**TINY, "rerank": {"k": 10}})) == base
+    assert fp(parse_params({**tiny, "rerank": {"k": 10}})) == base
 
     # a state with another fingerprint, or garbage, is not loaded
     torch.save({"version": STATE_VERSION, "fingerprint": "0" * 64, "epoch": 1}, tmp_path / "a.pt")
@@ -201,17 +200,17 @@ def test_fingerprint_covers_params_fold_and_data(workdir, tmp_path):
     assert load_resume_state(tmp_path / "c.pt", base)["epoch"] == 1
 
 
-def test_two_backbones_killed_in_the_second_resume_it_and_keep_the_first(workdir, monkeypatch):
+def test_two_backbones_killed_in_the_second_resume_it_and_keep_the_first(tiny, workdir, monkeypatch):
     """model.backbone a list: each backbone is its own seeded run (the second equals training it
     alone), a crash in the second resumes it and does not train the finished first one again,
     and the outputs are those of an uninterrupted run."""
     monkeypatch.chdir(workdir)
     pair = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
     two = workdir / "params_two.yaml"
-    two.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": pair}}))
+    two.write_text(yaml.safe_dump({**tiny, "model": {**tiny["model"], "backbone": pair}}))
     alone = workdir / "params_lite1.yaml"
-    alone.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "backbone": pair[1]}}))
-    steps_per_epoch = int((pd.read_csv("split/folds.csv")["fold"] != FOLD).sum()) // TINY["train"]["batch_size"]
+    alone.write_text(yaml.safe_dump({**tiny, "model": {**tiny["model"], "backbone": pair[1]}}))
+    steps_per_epoch = int((pd.read_csv("split/folds.csv")["fold"] != FOLD).sum()) // tiny["train"]["batch_size"]
 
     run_stage("train", *train_args(two, "two_ref", "ckpt/two_ref"))
     run_stage("train", *train_args(alone, "lite1_ref", "ckpt/lite1_ref"))

@@ -1,0 +1,1 @@
+"""Embedding: images to vectors with TTA, whitening, backbone fusion, shards and feature files."""

@@ -1,0 +1,1 @@
+"""Model: the embedding network, its losses, checkpoints and pretrained weights."""

@@ -1,0 +1,1 @@
+"""Ranking: kNN search, top-k, the re-ranking steps, fold fusion and the ranking file."""

@@ -1,0 +1,124 @@
+"""Top-k with one tie rule, owned here: higher scores first, equal scores by the lower index.
+
+:func:`topk_indices` picks and orders each row's top k of a dense score matrix (ties at the
+k-th place too); :func:`best_first` orders given (score, index) entries by the same rule, for
+lists that come from elsewhere (faiss, a sparse fusion, re-ranking candidates);
+:func:`topk_indices_by` is the two-key version (a primary score, ties by a second score, then
+by index); :func:`drop_self` removes each row's own entry from a kNN list of a set against
+itself.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retrieval.metrics import retrieval_metrics
+
+
+def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``min(k, N)`` highest scores of each row, best first.
+
+    ``scores`` is ``[Q, N]`` (or a 1-D ``[N]`` vector, giving a 1-D result). Ties are broken
+    by the lower column index, including ties at the k-th place, so the result is
+    deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim not in (1, 2):
+        raise ValueError(f"scores must be 1-D or 2-D, got shape {scores.shape}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if scores.dtype.kind in "fc" and np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    if scores.ndim == 1:
+        return topk_indices(scores[None, :], k)[0]
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k == 0:
+        return np.empty((n_rows, 0), dtype=np.int64)
+    chosen = _topk_columns_ascending(scores, k)
+    order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
+    return np.take_along_axis(chosen, order, axis=1)
+
+
+def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
+    """The column indices of each row's top-k set in ascending index order, ``[Q, k]``.
+
+    The set holds every score above the row's k-th largest value plus, among the scores equal
+    to it, the ones with the lowest column indices; this settles ties at the k-th place.
+    """
+    n_cols = scores.shape[1]
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
+    above = scores > kth
+    at = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    take = above | (at & (np.cumsum(at, axis=1) <= room))
+    return np.nonzero(take)[1].reshape(scores.shape[0], k)
+
+
+def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:
+    """Row-wise argsort, highest first, equal values kept in their original column order.
+
+    Sorting the column-reversed rows ascending with a stable sort and reversing the result
+    gives that order without negating the values (safe for unsigned and boolean dtypes).
+    """
+    n_cols = values.shape[1]
+    order = np.argsort(values[:, ::-1], axis=1, kind="stable")[:, ::-1]
+    return n_cols - 1 - order
+
+
+def best_first(*scores: np.ndarray, ids: np.ndarray, groups: np.ndarray | None = None, axis: int = -1) -> np.ndarray:
+    """The order (argsort along ``axis``) that puts entries best first by the tie rule: the first
+    of ``scores`` descending, equal values by the next one, then by ``ids`` ascending; with
+    ``groups`` (1-D), grouped by it ascending first. For lists found elsewhere: ids are column
+    or reference indices (padding mapped past every real one by the caller)."""
+    keys = (ids, *[-s for s in reversed(scores)]) + ((groups,) if groups is not None else ())
+    return np.lexsort(keys, axis=axis)
+
+
+def topk_indices_by(primary: np.ndarray, secondary: np.ndarray, k: int) -> np.ndarray:
+    """Column indices [B, k] of each row's best ``k`` by ``(primary desc, secondary desc, index
+    asc)``, best first: :func:`topk_indices`' rule with a second score before the index."""
+    n_rows, n_cols = primary.shape
+    if k >= n_cols:
+        chosen = np.broadcast_to(np.arange(n_cols), primary.shape).copy()
+    else:
+        chosen = np.argpartition(-primary, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(primary, chosen, 1).min(axis=1)
+        n_above = (primary > kth[:, None]).sum(axis=1)
+        bad = np.flatnonzero((primary >= kth[:, None]).sum(axis=1) > k)  # a tie group straddles the k-th place
+        if len(bad):
+            chosen[bad] = _settle_ties(primary[bad], secondary[bad], kth[bad, None], n_above[bad], k)
+    order = best_first(np.take_along_axis(primary, chosen, 1), np.take_along_axis(secondary, chosen, 1),
+                       ids=chosen, axis=1)
+    return np.take_along_axis(chosen, order, 1)
+
+
+def _settle_ties(primary: np.ndarray, secondary: np.ndarray, kth: np.ndarray, n_above: np.ndarray,
+                 k: int) -> np.ndarray:
+    """Rows whose tie at the k-th place straddles it: every column above ``kth``, then the tied
+    columns by (secondary desc, index asc) until k."""
+    need = k - n_above
+    tied = topk_indices(np.where(primary == kth, secondary, -np.inf), int(need.max()))
+    fixed = np.empty((len(primary), k), np.int64)
+    r_a, c_a = np.nonzero(primary > kth)
+    fixed[r_a, np.arange(len(r_a)) - np.repeat(np.cumsum(n_above) - n_above, n_above)] = c_a
+    r_t, j_t = np.nonzero(np.arange(tied.shape[1]) < need[:, None])
+    fixed[r_t, n_above[r_t] + j_t] = tied[r_t, j_t]
+    return fixed
+
+
+def drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A kNN list of a set against itself ([N, K], found with K = k + 1) less each row's own
+    entry: [N, K - 1]. With duplicate rows the own entry may be crowded out of the list; such a
+    row drops its last entry instead."""
+    n = len(idx)
+    own = idx == np.arange(n)[:, None]
+    keep = ~own
+    keep[own.sum(1) == 0, -1] = False
+    return scores[keep].reshape(n, -1), idx[keep].reshape(n, -1)
+
+
+def score_matrix_metrics(scores: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
+    """:func:`retrieval_metrics` of the top-k ranking of a ``[Q, N]`` score matrix (higher = better)."""
+    return retrieval_metrics(topk_indices(scores, k), query_labels, ref_labels, k)
