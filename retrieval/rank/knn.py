@@ -12,7 +12,7 @@ import math
 import faiss
 import numpy as np
 
-from retrieval.metrics import retrieval_metrics
+from retrieval.metrics import per_query_metrics, retrieval_metrics
 from retrieval.rank.topk import best_first
 
 
@@ -91,10 +91,18 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return _sorted(scores, idx)
 
 
-def validation_map(embeddings: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000) -> dict:
+QUERY_AP = "query_ap"  # validation_map's per-query AP@k (a list of floats, in query order)
+
+
+def validation_map(embeddings: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000,
+                   per_query: bool = False) -> dict:
     """Exact cosine-search metrics (:func:`retrieval.metrics.retrieval_metrics`) of a validation
-    set: its rows of role ``query`` against its other rows."""
+    set: its rows of role ``query`` against its other rows; with ``per_query``, also each
+    query's AP@k under :data:`QUERY_AP`."""
     q = np.asarray(roles) == "query"
     labels = np.asarray(labels)
     _, idx = knn(embeddings[q], embeddings[~q], k)
-    return retrieval_metrics(idx, labels[q], labels[~q], k)
+    m = retrieval_metrics(idx, labels[q], labels[~q], k)
+    if per_query:
+        m[QUERY_AP] = per_query_metrics(idx, labels[q], labels[~q], k)[0].tolist()
+    return m

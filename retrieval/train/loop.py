@@ -37,7 +37,8 @@ from retrieval.metrics import MAP, P1
 from retrieval.model.checkpoints import save_members
 from retrieval.model.losses import metric_loss
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode
-from retrieval.rank.knn import validation_map
+from retrieval.rank.knn import QUERY_AP, validation_map
+from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
 from retrieval.train.optim import EMA, group_schedules, interpolate, param_groups, set_backbone_frozen
@@ -86,10 +87,25 @@ def forward_loss(model, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch
 
 def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int, batch_size: int,
              num_workers: int, amp: str, k: int = 1000) -> dict:
-    """mAP@k and P@1 of the fold's validation queries against its validation references."""
+    """mAP@k, P@1 and each query's AP@k of the fold's validation queries against its validation
+    references."""
     emb, rate = embed_images(model, meta, root, valid["image"].tolist(), image_size, batch_size,
                              num_workers=num_workers, amp=amp, desc="validate")
-    return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k)
+    return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k, per_query=True)
+
+
+def share_above(mix: dict, best: dict) -> float:
+    """Share of paired bootstrap resamples of the validation queries in which ``mix``'s mAP@1000
+    is above ``best``'s (both validation records carrying :data:`QUERY_AP`)."""
+    diff = np.asarray(mix[QUERY_AP], dtype=np.float64) - np.asarray(best[QUERY_AP], dtype=np.float64)
+    return float((bootstrap_means(diff) > 0).mean())
+
+
+def mix_wins(mix: dict, best: dict, confidence: float) -> bool:
+    """WiSE-FT's rule: a mix replaces the best epoch only if its validation mAP@1000 is higher
+    and, with ``confidence`` > 0, higher in at least that share of paired bootstrap resamples
+    (:func:`share_above`): a gain within the noise of the fold's queries is not taken."""
+    return mix[MAP] > best[MAP] and (confidence == 0 or share_above(mix, best) >= confidence)
 
 
 @dataclass
@@ -219,7 +235,7 @@ def _train_member(params: Params, folds: pd.DataFrame, root: str, fold: int, res
         if state_path is not None and d.main:
             save_resume_state(state_path, fingerprint, progress, run.state())
     bar.close()
-    wise = run.wise(progress) if tp.wise_alphas and tp.epochs else {}
+    wise = run.wise(progress) if tp.wise_alphas and tp.epochs else {"map": {}, "share_above_best_epoch": {}}
     return run.result(progress, wise, run.steps_per_epoch * tp.epochs)
 
 
@@ -399,17 +415,21 @@ class _Run:
         return row
 
     def wise(self, progress: Progress) -> dict:
-        """WiSE-FT: validate each mix of the start and the last epoch's weights, keep the best of
-        them and of the epochs (its record carries ``alpha``); every mix's mAP@1000."""
+        """WiSE-FT: validate each mix of the start and the last epoch's weights; the best mix that
+        :func:`mix_wins` over the best epoch replaces it (its record carries ``alpha``). Returns
+        every mix's mAP@1000 and its share of resamples above the best epoch."""
         last = cpu_copy(self.ema.state if self.ema is not None else self.model.state_dict())  # also after a resume at the end
-        scores = {}
+        best_epoch, scores, shares = progress.best, {}, {}
         for alpha in self.tp.wise_alphas:
             mixed = interpolate(progress.start_state, last, alpha)
             m = self.validate(mixed)
             scores[str(alpha)] = m[MAP]
-            log.info("WiSE-FT alpha %.2f: val mAP@1000 %.4f, P@1 %.4f", alpha, m[MAP], m[P1])
-            progress.keep_if_best(self.tp.epochs, m, lambda: mixed, alpha=alpha)
-        return scores
+            shares[str(alpha)] = share_above(m, best_epoch) if QUERY_AP in m and QUERY_AP in best_epoch else None
+            log.info("WiSE-FT alpha %.2f: val mAP@1000 %.4f, P@1 %.4f; above the best epoch's %.4f in %s of "
+                     "paired resamples", alpha, m[MAP], m[P1], best_epoch[MAP], shares[str(alpha)])
+            if mix_wins(m, best_epoch, self.tp.wise_confidence):
+                progress.keep_if_best(self.tp.epochs, m, lambda: mixed, alpha=alpha)
+        return {"map": scores, "share_above_best_epoch": shares}
 
     def result(self, progress: Progress, wise: dict, steps: int) -> MemberResult:
         tp, best = self.tp, progress.best
@@ -422,7 +442,8 @@ class _Run:
         metrics = {
             "best_epoch": int(best["epoch"]), VAL_MAP: float(best[MAP]), VAL_P1: float(best[P1]),
             f"epoch0_{VAL_MAP}": float(progress.history[0][VAL_MAP]), "training_helped": bool(best["epoch"] > 0),
-            "wise_alpha": best.get("alpha"), f"wise_{VAL_MAP}": wise,
+            "wise_alpha": best.get("alpha"), f"wise_{VAL_MAP}": wise["map"],
+            "wise_share_above_best_epoch": wise["share_above_best_epoch"],
             "train_images": int(len(self.ds)), "train_classes": int(self.n_classes),
             "valid_images": int(len(self.valid_df)),
             "train_img_per_s": float(trained["train_img_per_s"].mean()) if len(trained) else 0.0,

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 STATE_FILE = "last.pt"  # the resume state inside resume_dir
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: validation records carry each query's AP
 PACKAGE = Path(__file__).resolve().parents[1]  # retrieval/
 TRAIN_ENTRY = PACKAGE / "train" / "loop.py"
 

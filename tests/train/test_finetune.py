@@ -11,7 +11,7 @@ from retrieval.config import ModelParams, TrainParams, parse_params
 from retrieval.model.losses import metric_loss
 from retrieval.model.network import backbone_layer_ids, build_model
 from retrieval.train import loop as train_mod
-from retrieval.train.loop import train_fold
+from retrieval.train.loop import mix_wins, share_above, train_fold
 from retrieval.train.optim import interpolate
 from retrieval.train.optim import EMA, group_schedules, param_groups
 
@@ -189,7 +189,7 @@ def test_wise_keeps_the_best_mix_of_start_and_last(tiny, tmp_path, monkeypatch):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"map@1000": next(scores), "p@1": 1.0}
     monkeypatch.setattr(train_mod, "evaluate", record)
-    p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [0.25, 0.75]}})
+    p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [0.25, 0.75], "wise_confidence": 0.0}})
     metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
     assert metrics["wise_alpha"] == 0.25 and metrics["best_epoch"] == 2 and metrics["val_map@1000"] == 0.6
     assert metrics["wise_val_map@1000"] == {"0.25": 0.6, "0.75": 0.55}
@@ -198,3 +198,41 @@ def test_wise_keeps_the_best_mix_of_start_and_last(tiny, tmp_path, monkeypatch):
     assert ckpt["meta"]["wise_alpha"] == 0.25
     w = "neck.0.weight"
     assert torch.allclose(ckpt["state_dict"][w], 0.75 * start[w] + 0.25 * last[w], atol=1e-6)
+
+
+def _record(ap):
+    return {"map@1000": float(np.mean(ap)), "p@1": 1.0, "query_ap": list(ap)}
+
+
+def test_share_above_golden():
+    """Paired resamples of 20 queries: a gain on every query is above in all of them, no gain in
+    none; a gain on 2 of the 20 is above whenever one of them is drawn: 1 - 0.9^20 = 0.878."""
+    base = _record([0.5] * 20)
+    assert share_above(_record([0.52] * 20), base) == 1.0
+    assert share_above(base, base) == 0.0
+    assert abs(share_above(_record([1.0, 1.0] + [0.5] * 18), base) - (1 - 0.9 ** 20)) < 0.03
+
+
+@pytest.mark.parametrize("confidence, kept", [(0.0, True), (0.95, False)])
+def test_mix_wins_needs_the_confidence(confidence, kept):
+    base = _record([0.5] * 20)
+    lucky = _record([1.0, 1.0] + [0.5] * 18)  # mean 0.55, above in 88% of resamples
+    assert mix_wins(lucky, base, confidence) is kept
+    assert mix_wins(_record([0.52] * 20), base, 0.95)  # small but on every query
+    assert not mix_wins(_record([0.4] * 20), base, 0.0)  # lower: never
+
+
+@pytest.mark.parametrize("confidence, alpha, best", [(0.0, 0.25, 0.55), (0.95, 0.75, 0.52)])
+def test_wise_takes_a_mix_only_when_the_queries_say_so(tiny, tmp_path, monkeypatch, confidence, alpha, best):
+    """Epoch 0 (every query 0.5) beats epochs 1 and 2; the 0.25 mix gains on 2 queries of 20
+    (mean 0.55), the 0.75 mix a little on each (0.52). Without a confidence the higher mean wins;
+    at 0.95 only the mix that is above in 95% of paired resamples may replace the epoch."""
+    folds = _tiny_folds(tmp_path)
+    records = iter([_record([0.5] * 20), _record([0.4] * 20), _record([0.45] * 20),
+                    _record([1.0, 1.0] + [0.5] * 18), _record([0.52] * 20)])
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: next(records))
+    p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [0.25, 0.75], "wise_confidence": confidence}})
+    metrics = train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    assert metrics["wise_alpha"] == alpha and metrics["val_map@1000"] == pytest.approx(best)
+    shares = metrics["wise_share_above_best_epoch"]
+    assert shares["0.75"] == 1.0 and 0.8 < shares["0.25"] < 0.95
