@@ -8,7 +8,8 @@ Writes  ``--ranking`` (top-k references of every test query, with scores),
         ``--metrics``: validation mAP@1000 and P@1 with no re-ranking, each step alone and
         the whole chain, ``--ablation``: the same as a table (method, map@1000, p@1), and
         ``--valid-ap``: each validation query's AP@1000 and P@1 under the whole chain
-        (query_id,label,ap,p@1; their means are the metrics' ``final`` entry)
+        (query_id,label,ap,p@1; their means are the metrics' ``final`` entry); the metrics hold
+        the stage's wall time too (``wall``)
 Params  rerank
 """
 from __future__ import annotations
@@ -24,10 +25,12 @@ from retrieval.features import load_features
 from retrieval.io import atomic_path, write_json
 from retrieval.perquery import validation_per_query, write_per_query
 from retrieval.rerank import rank, validation_ablation, validation_rankings
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     for name in ("query", "reference", "valid"):
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
     save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
-    write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
+    write_json(args.metrics, clock.stamp({"valid": ablation, "fold": query.meta.get("fold")}))
     table = pd.DataFrame([{"method": name, "map@1000": m["map@1000"], "p@1": m["p@1"]} for name, m in ablation.items()])
     with atomic_path(args.ablation) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")

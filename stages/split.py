@@ -2,7 +2,8 @@
 
 Reads   ``<data.root>/train/<class>/<image>``
 Writes  ``--out`` (``outputs/split/folds.csv``: image,id,label,fold,role) and ``--metrics``
-        (counts; undecodable training images are skipped, counted there and logged by path)
+        (counts; undecodable training images are skipped, counted there and logged by path;
+        the stage's wall time and images decoded per second, ``wall``)
 Params  seed, data.root, cv.n_folds, split.query_fraction; and, to refuse a fold of cv.folds
         that could not train as the check stage does, cv.folds, train.sampler, m_per_class, batch_size
 """
@@ -17,10 +18,12 @@ from retrieval.config import load_params
 from retrieval.data import drop_undecodable, scan_train
 from retrieval.folds import fold_summary
 from retrieval.io import atomic_path, write_json
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", required=True)
@@ -32,8 +35,8 @@ def main(argv=None) -> int:
     with atomic_path(args.out) as tmp:
         folds.to_csv(tmp, index=False)
     summary = fold_summary(folds)
-    write_json(args.metrics, {"images": len(folds), "classes": int(folds["label"].nunique()),
-                              "skipped_images": len(skipped), **summary})
+    write_json(args.metrics, clock.stamp({"images": len(folds), "classes": int(folds["label"].nunique()),
+                                          "skipped_images": len(skipped), **summary}, images=len(train) + len(skipped)))
     logging.getLogger("split").info("%d images of %d classes in %d folds -> %s", len(folds),
                                     folds["label"].nunique(), p.cv.n_folds, args.out)
     return 0
