@@ -9,8 +9,9 @@ bench/rerank.py), generated once in chunks into a temporary .npy that every chil
 memory-maps. Each method runs in a fresh child (``--child METHOD``) through the pipeline's own
 :func:`retrieval.rank.knn.build_index` and :func:`retrieval.rank.knn.search`, with the params given
 here (defaults: the pipeline's ``rerank.index`` defaults, except ``nlist`` 1024 and ``nprobe``
-16, so that IVF training fits a 2-core budget), so its peak resident memory
-(``ru_maxrss``) is its own. ``exact`` also writes the ground truth the others are scored on:
+16, so that IVF training fits a 2-core budget). Its peak resident memory is its own: read with
+``os.wait4`` by bench/peak.py's small launcher, never this process's high-water mark, which a
+child started straight from it would inherit as its ``ru_maxrss``. ``exact`` also writes the ground truth the others are scored on:
 recall@k = |approximate top-k ∩ exact top-k| / k, averaged over the queries.
 """
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import peak  # noqa: E402
 from retrieval.config import IndexParams  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def run_child(method: str, folder: Path, k: int, p: IndexParams) -> dict:
     _, idx = search(index, queries, k)
     search_s = time.perf_counter() - start
     out = {"build_s": round(build_s, 2), "search_ms_per_query": round(1000 * search_s / len(queries), 3),
-           "peak_gb": round(_peak_gb(), 3), "base_gb": round(base, 3)}
+           "base_gb": round(base, 3)}
     if method == "exact":
         np.save(folder / "truth.npy", idx)
         out["recall"] = 1.0
@@ -109,10 +110,10 @@ def main(argv=None) -> int:
             results["methods"][method] = {"params": p.model_dump()} if method != "exact" else {}
             cmd = [sys.executable, __file__, "--child", method, "--folder", tmp, "--k", str(args.k),
                    "--params", p.model_dump_json()]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = peak.run(cmd, capture=True)
             if proc.returncode != 0:
-                raise SystemExit(f"{method} failed:\n{proc.stderr[-2000:]}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+                raise SystemExit(f"{method} failed (exit {proc.returncode})")
+            r = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_gb": round(proc.peak_mb / 1024, 3)}
             results["methods"][method].update(r)
             print(f"{method:6s} build {r['build_s']:8.1f} s  search {r['search_ms_per_query']:8.3f} ms/query  "
                   f"peak {r['peak_gb']:.2f} GB  recall@{args.k} {r['recall']:.4f}", flush=True)

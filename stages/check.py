@@ -8,7 +8,8 @@ Reads   ``--params`` (every key: unknown keys, types, ranges, checks across keys
         root's layout (train/<class>/, test/query, test/reference: listed, not decoded), the
         backbone names and pretrained weights
 Writes  ``--out``: one fixed line, the same whatever the params, so that a change of one
-        section reruns only the stages that read it
+        section reruns only the stages that read it; ``--metrics`` (optional): counts and the
+        stage's wall time (``wall``), written only once every check passed
 Params  the whole of params.yaml
 """
 from __future__ import annotations
@@ -21,14 +22,17 @@ from retrieval.config import load_params
 from retrieval.data.images import scan_test, scan_train
 from retrieval.io import atomic_path
 from retrieval.model.network import check_backbone
+from retrieval.timing import Clock
 
 PASSED = "params.yaml and data.root passed the checks\n"
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("--out", required=True, help="file to write once every check passes")
+    ap.add_argument("--metrics", help="JSON of counts and the stage's wall time")
     args = ap.parse_args(argv)
     p = load_params(args.params)
     for backbone in p.model.backbones:
@@ -38,6 +42,8 @@ def main(argv=None) -> int:
     shared_test_ids(scan_test(p.data.root, "query"), scan_test(p.data.root, "reference"))
     with atomic_path(args.out) as tmp:
         tmp.write_text(PASSED)
+    if args.metrics:
+        write_json(args.metrics, clock.stamp({"train_images": len(folds), "classes": int(folds["label"].nunique())}))
     logging.getLogger("check").info("%s: %d classes in %d folds, %s", args.params, folds["label"].nunique(),
                                     p.cv.n_folds, PASSED.strip())
     return 0

@@ -5,7 +5,8 @@ Reads   ``--rankings``, ``--rerank-metrics`` and ``--valid-ap``: path patterns w
         score, and its per-query validation APs)
 Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids),
         ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled),
-        with a bootstrap 95% interval of the mAP@1000 and each fold's mAP@1000, and
+        with a bootstrap 95% interval of the mAP@1000 and each fold's mAP@1000 (and the stage's
+        wall time, ``wall``), and
         ``--pooled-ap``: every fold's validation queries in one table (fold,query_id,label,ap,p@1)
 Params  cv.folds, ensemble
 """
@@ -22,10 +23,12 @@ from retrieval.rank.ranking_file import load_rankings
 from retrieval.results.bootstrap import cv_uncertainty
 from retrieval.results.per_query import AP, COLUMNS, check_matches_metrics, pool_folds, read_per_query, write_per_query
 from retrieval.results.submission import write_submission
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("--rankings", required=True, help="path pattern with {fold}, one per fold in cv.folds")
     ap.add_argument("--rerank-metrics", required=True, help="path pattern with {fold}")
@@ -51,8 +54,8 @@ def main(argv=None) -> int:
     fold_maps = {str(f): m["final"][MAP] for f, m in zip(p.cv.folds, folds)}
     summary = {**cv["final"], N_QUERIES: len(pooled), **cv_uncertainty(pooled[AP].to_numpy(), fold_maps)}
     empty = sum(1 for v in rankings.values() if not v)
-    write_json(args.metrics, {"cv": summary, "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
-                              "test_queries": len(qids), "test_references": len(rids)})
+    write_json(args.metrics, clock.stamp({"cv": summary, "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
+                                          "test_queries": len(qids), "test_references": len(rids)}))
     print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
           f"CV mAP@1000 {summary[MAP]:.4f} (95% interval {summary[f'{MAP}_ci95_lo']:.4f}-"
           f"{summary[f'{MAP}_ci95_hi']:.4f}), P@1 {summary[P1]:.4f}")

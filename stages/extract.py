@@ -5,7 +5,8 @@ Reads   ``--model`` (outputs/train/fold{k}/model.pt: one backbone's model, or se
 Writes  ``--query``, ``--reference`` (test sets) and ``--valid`` (the fold's validation images,
         with labels and roles) feature files, ``--whitening`` (the PCA whitening of each
         backbone, learned on the fold's training classes, or 'none'), and ``--metrics`` (images
-        per second; with several backbones their weights, and how they were chosen)
+        per second; with several backbones their weights, and how they were chosen; ``wall``:
+        the stage's wall time, and its query, reference and validation images per second of it)
 Keeps   with ``--resume-dir`` and extract.shard_size > 0: the finished shards of embeddings
         (checkpoints/extract/fold{k}, outside DVC's outputs), so a killed run continues; deleted
         once the outputs are written; held by one run at a time (a second is refused)
@@ -29,10 +30,12 @@ from retrieval.embed.feature_file import save_features
 from retrieval.embed.whitening import save_whitening
 from retrieval.io import claimed, write_json
 from retrieval.model.checkpoints import models_from_checkpoint
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--model", required=True)
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
         for name, f in feats.items():
             save_features(getattr(args, name), f)
         save_whitening(args.whitening, whitenings, {"fold": args.fold})
-        write_json(args.metrics, metrics)
+        write_json(args.metrics, clock.stamp(metrics, images=metrics["images"]))
         if args.resume_dir and os.path.isdir(args.resume_dir):
             shutil.rmtree(args.resume_dir)  # finished: the shards are in the outputs now
     print(f"extract fold {args.fold}: {metrics['images']} images, "

@@ -10,7 +10,8 @@ Writes  ``--ranking`` (top-k references of every test query, with scores),
         ``--valid-ap``: each validation query's AP@1000 and P@1 under the whole chain
         (query_id,label,ap,p@1; their means are the metrics' ``final`` entry), and
         ``--valid-ranking``: the validation queries' top-k references under the whole chain,
-        with scores (a ranking file, read by the report)
+        with scores (a ranking file, read by the report); the metrics hold the stage's wall time
+        too (``wall``)
 Params  rerank
 """
 from __future__ import annotations
@@ -26,10 +27,12 @@ from retrieval.metrics import MAP, P1
 from retrieval.rank.ranking_file import save_ranking
 from retrieval.rank.rerank import rank, validation_ablation, validation_ranking, validation_rankings
 from retrieval.results.per_query import validation_per_query, write_per_query
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     for name in ("query", "reference", "valid"):
         ap.add_argument(f"--{name}", required=True, help=f"{name} feature file from extract")
@@ -51,7 +54,7 @@ def main(argv=None) -> int:
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
     save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
-    write_json(args.metrics, {"valid": ablation, "fold": query.meta.get("fold")})
+    write_json(args.metrics, clock.stamp({"valid": ablation, "fold": query.meta.get("fold")}))
     table = pd.DataFrame([{"method": name, MAP: m[MAP], P1: m[P1]} for name, m in ablation.items()])
     with atomic_path(args.ablation) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")

@@ -5,6 +5,8 @@ Reads   the images or directories given, ``--params`` (cv.folds, rerank, ensembl
         (``--references``) and the folds' whitening (``--whitening``): nothing is re-embedded
         but the new images
 Prints  for each image its top ``--top`` reference ids with fused scores, or JSON (``--json``)
+Writes  with ``--metrics OUT.json``: the images searched and the wall time (``wall``: seconds,
+        images per second)
 
     python -m stages.search photo.jpg [more.jpg | a_directory] [--top 10] [--json] [--bad-images skip]
 
@@ -21,10 +23,12 @@ import torch
 from retrieval.cli import parser, stage
 from retrieval.config import load_params
 from retrieval.results.search import decodable, list_inputs, search_images
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("images", nargs="+", help="image files or directories of images")
     ap.add_argument("--top", type=int, default=10)
@@ -32,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="pattern with {fold}")
     ap.add_argument("--references", default="outputs/extract/fold{fold}/reference.npz", help="pattern with {fold}")
     ap.add_argument("--whitening", default="outputs/extract/fold{fold}/whitening.npz", help="pattern with {fold}")
+    ap.add_argument("--metrics", metavar="OUT.json", help="write the wall time and images per second here")
     ap.add_argument("--bad-images", choices=("error", "skip"), default="error",
                     help="an undecodable image: error (default), or skip it and report it")
     args = ap.parse_args(argv)
@@ -44,6 +49,8 @@ def main(argv=None) -> int:
     results = {str(img): [{"id": str(ref_ids[i]), "score": round(float(s), 6)}
                           for s, i in zip(srow, irow) if i >= 0]
                for img, srow, irow in zip(images, scores, idx)}
+    if args.metrics:
+        write_json(args.metrics, clock.stamp({"top": args.top}, images=len(images)))
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
     else:

@@ -2,7 +2,8 @@
 
 Reads   ``<data.root>/train/<class>/<image>``
 Writes  ``--out`` (``outputs/split/folds.csv``: image,id,label,fold,role) and ``--metrics``
-        (counts; undecodable training images are skipped, counted there and logged by path)
+        (counts; undecodable training images are skipped, counted there and logged by path;
+        the stage's wall time and images decoded per second, ``wall``)
 Params  seed, data.root, cv.n_folds, split.query_fraction; and, to refuse a fold of cv.folds
         that could not train as the check stage does, cv.folds, train.sampler, m_per_class, batch_size
 """
@@ -16,10 +17,12 @@ from retrieval.config import load_params
 from retrieval.data.folds import fold_summary, write_folds
 from retrieval.data.images import drop_undecodable, scan_train
 from retrieval.io import write_json
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
@@ -29,8 +32,8 @@ def main(argv=None) -> int:
     folds = checked_folds(p, train)  # as the check stage did, on the images that decode
     write_folds(args.out, folds)
     summary = fold_summary(folds)
-    write_json(args.metrics, {"images": len(folds), "classes": int(folds["label"].nunique()),
-                              "skipped_images": len(skipped), **summary})
+    write_json(args.metrics, clock.stamp({"images": len(folds), "classes": int(folds["label"].nunique()),
+                                          "skipped_images": len(skipped), **summary}, images=len(train) + len(skipped)))
     logging.getLogger("split").info("%d images of %d classes in %d folds -> %s", len(folds),
                                     folds["label"].nunique(), p.cv.n_folds, args.out)
     return 0

@@ -2,7 +2,8 @@
 
 Reads   ``--folds`` (outputs/split/folds.csv) and the training images under data.root
 Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--history``
-        (history.csv: loss, lr, validation mAP@1000 per epoch) and ``--metrics`` (best epoch, validation mAP@1000 and P@1, throughput)
+        (history.csv: loss, lr, validation mAP@1000 per epoch) and ``--metrics`` (best epoch, validation mAP@1000 and P@1, throughput;
+        ``wall``: the stage's wall time, and training images x epochs x backbones per second of it)
 Keeps   with ``--resume-dir`` (checkpoints/train/fold{k}, outside DVC's outputs): the training
         state after every epoch (last.pt); a run of the same params, data and code resumes
         from it with the same results, and deletes it once the outputs are written; the folder
@@ -23,10 +24,12 @@ from retrieval.data.folds import read_folds
 from retrieval.io import InputError, write_json
 from retrieval.train import distributed
 from retrieval.train.loop import VAL_MAP, train_fold
+from retrieval.timing import Clock
 
 
 @stage
 def main(argv=None) -> int:
+    clock = Clock(__name__ == "__main__")
     ap = parser(__doc__)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--folds", required=True)
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
         distributed.teardown(d)
     if not d.main:
         return 0
-    write_json(args.metrics, metrics)
+    write_json(args.metrics, clock.stamp(metrics, images=metrics["train_images"] * p.train.epochs * len(p.model.backbones)))
     print(f"train fold {args.fold}: best epoch {metrics['best_epoch']}, "
           f"val mAP@1000 {metrics[VAL_MAP]:.4f} (epoch 0: {metrics['epoch0_' + VAL_MAP]:.4f})")
     return 0

@@ -49,7 +49,8 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     n_members = 1 if isinstance(backbone, str) else len(backbone)
     Path("params.yaml").write_text(yaml.safe_dump(tiny_params({"model": {"backbone": backbone}}, tiny)))
-    run_stage("demo", "--out", "data")
+    run_stage("demo", "--out", "data", "--metrics", "metrics/demo.json")
+    run_stage("check", "--out", "check/passed.txt", "--metrics", "check/metrics.json")
     run_stage("split", "--out", "split/folds.csv", "--metrics", "split/metrics.json")
     folds = pd.read_csv("split/folds.csv")
     assert sorted(folds["fold"].unique()) == [0, 1] and len(folds) == 24
@@ -93,7 +94,12 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
               "--pooled-ap", "ensemble/valid_ap.csv")
     run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--valid-ranking", "rerank/fold{fold}/valid_ranking.npz",
               "--folds", "split/folds.csv",
-              "--submission", "submission/submission.csv", "--out", "report")
+              "--submission", "submission/submission.csv", "--out", "report", "--metrics", "metrics/report.json")
+    assert_wall_times(["metrics/demo.json", "check/metrics.json", "split/metrics.json", "ensemble/metrics.json",
+                       "metrics/report.json"] + [f"{s}/fold{f}/metrics.json" for s in ("train", "extract", "rerank")
+                                                 for f in (0, 1)],
+                      with_images=["metrics/demo.json", "split/metrics.json", "train/fold0/metrics.json",
+                                   "extract/fold1/metrics.json"])
     page = Path("report/index.html").read_text()
     n_valid_queries = int((folds["role"] == "query").sum())
     shown = min(TINY_REPORT_VALID, n_valid_queries)
@@ -132,6 +138,15 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     assert len(found) == 6
     for path, hits in found.items():
         assert [h["id"] for h in hits] == sub[Path(path).stem], path
+
+
+def assert_wall_times(paths: list[str], with_images: list[str]) -> None:
+    """Every stage's metrics carry its own wall time; stages that process images, their rate."""
+    for path in paths:
+        wall = json.loads(Path(path).read_text())["wall"]
+        assert wall["seconds"] > 0, path
+        if path in with_images:
+            assert wall["images"] > 0 and wall["img_per_s"] == round(wall["images"] / wall["seconds"], 2), path
 
 
 def test_stage_refuses_bad_params_before_work(tmp_path, monkeypatch, capsys, tiny):
@@ -183,6 +198,14 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo, tiny_params):
     repo, tiny = tiny_repo
     assert (repo / "outputs/submission/submission.csv").is_file() and (repo / "outputs/report/index.html").is_file()
     assert "Running stage" not in dvc(repo, "repro")  # nothing changed: nothing runs
+    # `dvc metrics show` answers where the run's time went: every stage's own wall time
+    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
+    files = {Path(path).as_posix(): m["data"] for rev in shown.values() for path, m in rev["data"].items()}
+    expected = {"outputs/metrics/demo.json", "outputs/check/metrics.json", "outputs/split/metrics.json",
+                "outputs/ensemble/metrics.json", "outputs/metrics/report.json",
+                *(f"outputs/{s}/fold{f}/metrics.json" for s in ("train", "extract", "rerank") for f in (0, 1))}
+    assert set(files) == expected
+    assert all(data["wall"]["seconds"] > 0 for data in files.values()), files
     # the plots render: training curves of both folds (fold 2 of the default three is absent
     # here and reported missing, not fatal) and each fold's re-ranking ablation
     dvc(repo, "plots", "show", "-o", "plots_html")

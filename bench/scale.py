@@ -1,0 +1,312 @@
+"""The pipeline at the competition's size: a generated data set, every stage timed and measured.
+
+    python bench/scale.py [--scale 1.0] [--folds 0 1 2] [--size 32] [--epochs 1] [--set KEY=VALUE ...]
+                          [--out bench/results/scale.json] [--md FILE.md] [--workdir DIR] [--jobs N] [--seed 0]
+
+1. :func:`generate` writes a data set of the Naver final's size (:data:`FULL`: 73,551 training
+   images of 1,383 classes; 18,027 queries and 36,748 references of 1,470 other classes), or a
+   ``--scale`` fraction of every count, in the competition layout (``train/<class>/<id>.jpg``,
+   ``test/query/<id>.jpg``, ``test/reference/<id>.jpg``, and ``truth/`` for scoring), with
+   retrieval/data/demo.py's images (its class designs, photos, catalog images and ids, seeded as
+   ``make_demo`` seeds them) at ``--size`` px. Every image has its own generator, so the bytes
+   do not depend on ``--jobs``; the same seed gives the same files.
+2. Runs the stage commands of dvc.yaml with its flags, in ``--workdir/run``: check, split, then
+   train, extract and rerank for each fold, ensemble, report (not demo: the data root is the
+   generated set). The params are params.yaml's, with ``data.root`` the generated set,
+   ``cv.folds`` from ``--folds``, small-image settings (:data:`SMALL_IMAGES`: 32 px, one scale,
+   no flip, ``--epochs`` epochs) and ``--set`` overrides. Each stage runs as its own process
+   through bench/peak.py: its wall time and its own peak resident memory (not this process's).
+3. Validates and scores the submission (``python -m stages.score``), as its own process too.
+
+Writes ``--out`` (JSON) and ``--md`` (a Markdown table; default: ``--out`` with ``.md``), and
+prints the table. Images per second: the stage's ``wall.img_per_s`` from its metrics (images over
+the whole stage's wall time), and the inner loops' figures (train ``train_img_per_s``: the
+training loop alone; extract ``img_per_s``: each set's embedding loop).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import peak  # noqa: E402  (after the sys.path set-up)
+from retrieval.data.demo import _image_id, _rng, _save_jpeg, class_design, class_name, render_catalog, render_photo  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Counts:
+    train_images: int
+    train_classes: int
+    queries: int
+    references: int
+    test_classes: int
+
+
+FULL = Counts(train_images=73_551, train_classes=1_383, queries=18_027, references=36_748, test_classes=1_470)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+SMALL_IMAGES = {"train": {"image_size": 32, "val_image_size": 32},
+                "extract": {"image_size": 32, "scales": [1.0], "flip_tta": False}}
+
+
+def scaled(scale: float, full: Counts = FULL) -> Counts:
+    """Every count of ``full`` times ``scale`` (rounded, at least 1); refused if a class would be
+    left with too few images (2 a training class, 1 query and 1 reference a test class)."""
+    c = Counts(**{k: max(1, round(v * scale)) for k, v in asdict(full).items()})
+    if c.train_images < 2 * c.train_classes or c.queries < c.test_classes or c.references < c.test_classes:
+        raise ValueError(f"scale {scale}: too few images for the classes: {c}")
+    return c
+
+
+def spread(total: int, n: int) -> list[int]:
+    """``total`` split over ``n`` classes as evenly as it goes, the larger shares first."""
+    return [total // n + (i < total % n) for i in range(n)]
+
+
+def _class_task(task: tuple) -> list[tuple[str, str, str]]:
+    """Write one class's images (``n_train`` training photos, or ``n_query`` query photos and
+    ``n_ref`` references); return (split, id, label) of each."""
+    out, seed, size, c, n_train, n_query, n_ref = task
+    design, label, rows = class_design(seed, c), class_name(c), []
+    jobs = [("train", "t", k, Path(out) / "train" / label) for k in range(n_train)]
+    jobs += [("query", "q", k, Path(out) / "test/query") for k in range(n_query)]
+    jobs += [("reference", "r", k, Path(out) / "test/reference") for k in range(n_ref)]
+    for split, prefix, k, folder in jobs:
+        i = _image_id(prefix, seed, split, c, k)
+        if split == "reference" and k == n_ref - 1:  # a class's last reference is its catalog image, as in make_demo
+            im = render_catalog(design, size)
+        else:
+            im = render_photo(design, _rng(seed, split, c, k), size)
+        folder.mkdir(parents=True, exist_ok=True)
+        _save_jpeg(im, folder / f"{i}.jpg")
+        rows.append((split, i, label))
+    return rows
+
+
+def generate(out: str | Path, counts: Counts, seed: int = 0, size: int = 32, jobs: int = 1) -> dict:
+    """Write the data set of ``counts`` under ``out`` (a new or empty folder); return the counts
+    written and the time taken. Classes are named as demo names them (``product-00``, ..), the
+    test classes after the training ones; ids are demo's hashed ids, so no label shows in a file name."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty")
+    start = time.perf_counter()
+    for part in ("train", "test/query", "test/reference", "truth"):
+        (out / part).mkdir(parents=True, exist_ok=True)
+    tasks = [(str(out), seed, size, c, n, 0, 0) for c, n in enumerate(spread(counts.train_images, counts.train_classes))]
+    tasks += [(str(out), seed, size, counts.train_classes + j, 0, nq, nr) for j, (nq, nr) in
+              enumerate(zip(spread(counts.queries, counts.test_classes), spread(counts.references, counts.test_classes)))]
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            rows = [r for chunk in pool.imap_unordered(_class_task, tasks, chunksize=4) for r in chunk]
+    else:
+        rows = [r for t in tasks for r in _class_task(t)]
+    ids = [i for _, i, _ in rows]
+    if len(set(ids)) != len(ids):  # 48-bit hashes: practically never, but never silently
+        raise RuntimeError("generate: id collision")
+    for name in ("query", "reference"):
+        with open(out / "truth" / f"{name}.csv", "w", newline="") as f:
+            wr = csv.writer(f, lineterminator="\n")
+            wr.writerow(["id", "label"])
+            wr.writerows(sorted((i, label) for split, i, label in rows if split == name))
+    n = {s: sum(1 for r in rows if r[0] == s) for s in ("train", "query", "reference")}
+    seconds = time.perf_counter() - start
+    return {"train_images": n["train"], "queries": n["query"], "references": n["reference"],
+            "train_classes": counts.train_classes, "test_classes": counts.test_classes, "size": size,
+            "seed": seed, "jobs": jobs, "seconds": round(seconds, 2), "img_per_s": round(len(rows) / seconds, 1),
+            "bytes": sum(f.stat().st_size for f in out.rglob("*.jpg"))}
+
+
+# -- the pipeline, stage by stage ----------------------------------------------------------
+
+def merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def dotted(assignments: list[str]) -> dict:
+    """``["train.epochs=2", "extract.scales=[1.0, 1.25]"]`` as a nested dict of YAML values."""
+    out: dict = {}
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {a!r}: expected KEY=VALUE")
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return out
+
+
+def _lookup(params: dict, key: str):
+    node = params
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def stage_commands(params: dict, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[tuple[str, list[str], list[str]]]:
+    """(name, argv, metrics files) of every stage in dvc.yaml's order but demo, with dvc.yaml's
+    ``${...}`` filled from ``params`` and each fold of cv.folds for a ``foreach`` stage."""
+    out = []
+    for name, body in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+        if name == "demo":
+            continue
+        items = [None]
+        if "foreach" in body:
+            items = _lookup(params, body["foreach"].strip("${}"))
+            body = body["do"]
+        for item in items:
+            def fill(text: str) -> str:
+                return re.sub(r"\$\{([\w.]+)\}", lambda m: str(item if m[1] == "item" else _lookup(params, m[1])), text)
+            argv = shlex.split(fill(body["cmd"]))
+            if argv[0] == "python":
+                argv[0] = sys.executable
+            metrics = [fill(next(iter(m)) if isinstance(m, dict) else m) for m in body.get("metrics", [])]
+            out.append((name if item is None else f"{name}@{item}", argv, metrics))
+    return out
+
+
+def _stage_rates(metrics: dict) -> dict:
+    """The images-per-second figures a stage's metrics hold."""
+    rates = {}
+    if "img_per_s" in metrics.get("wall", {}):
+        rates["img_per_s"] = metrics["wall"]["img_per_s"]
+    if "train_img_per_s" in metrics:
+        rates["loop_img_per_s"] = round(metrics["train_img_per_s"], 1)
+    if isinstance(metrics.get("img_per_s"), dict):
+        rates["loop_img_per_s"] = metrics["img_per_s"]
+    return rates
+
+
+def run_pipeline(workdir: Path, params: dict, log_dir: Path) -> tuple[list[dict], str | None]:
+    """Every stage as its own measured process in ``workdir``; (one record a stage, failed stage)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    records = []
+    for name, argv, metrics_files in stage_commands(params):
+        with open(log_dir / f"{name}.log", "w") as log:
+            m = peak.run(argv, cwd=workdir, env=env, stdout=log, stderr=log)
+        rec = {"stage": name, "seconds": round(m.seconds, 2), "peak_mb": round(m.peak_mb, 1)}
+        for path in metrics_files:
+            if m.returncode == 0:
+                metrics = json.loads((workdir / path).read_text())
+                rec.update(stage_seconds=metrics["wall"]["seconds"], **_stage_rates(metrics))
+        records.append(rec)
+        print(f"{name:12s} {rec['seconds']:9.1f} s  peak {rec['peak_mb']:8.1f} MB"
+              + (f"  {rec['img_per_s']:8.1f} img/s" if "img_per_s" in rec else ""), flush=True)
+        if m.returncode != 0:
+            tail = (log_dir / f"{name}.log").read_text()[-3000:]
+            print(f"{name} failed (exit {m.returncode}); the end of {log_dir / (name + '.log')}:\n{tail}", file=sys.stderr)
+            return records, name
+    return records, None
+
+
+def table(result: dict) -> str:
+    """The Markdown table of a result."""
+    g, rows = result["generate"], []
+    rows.append(f"| generate the data ({g['train_images'] + g['queries'] + g['references']:,} images, "
+                f"{g['jobs']} processes) | {g['seconds']:.1f} | | {g['img_per_s']:.0f} |")
+    for r in result["stages"]:
+        rate = r.get("img_per_s")
+        loop = r.get("loop_img_per_s")
+        if isinstance(loop, dict):
+            loop = ", ".join(f"{k} {v:.0f}" for k, v in loop.items())
+        elif loop is not None:
+            loop = f"training loop {loop:.0f}"
+        cell = "" if rate is None else f"{rate:.0f}" + (f" ({loop})" if loop else "")
+        rows.append(f"| {r['stage']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {cell} |")
+    rows.append(f"| **pipeline** | **{result['pipeline_seconds']:.1f}** | **{result['max_peak_mb']:.0f}** | |")
+    if "score" in result:
+        s = result["score"]
+        rows.append(f"| validate + score the submission ({result['submission_bytes']:,} bytes) | "
+                    f"{s['seconds']:.1f} | {s['peak_mb']:.0f} | |")
+    head = ["| step | wall s | peak RSS MB (its own) | images/s (inner loops) |", "|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of every count of the full size (1.0)")
+    ap.add_argument("--folds", type=int, nargs="+", default=None, help="cv.folds to run (default: params.yaml's)")
+    ap.add_argument("--size", type=int, default=32, help="image side, px (32; at least 32)")
+    ap.add_argument("--epochs", type=int, default=1, help="train.epochs (1)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override, e.g. train.batch_size=64 (repeatable; YAML values)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated data (0)")
+    ap.add_argument("--jobs", type=int, default=CORES, help=f"processes generating the data ({CORES})")
+    ap.add_argument("--workdir", help="folder for the data and the run (default: a temporary one, removed)")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/scale.json"))
+    ap.add_argument("--md", help="Markdown table to write (default: --out with .md)")
+    args = ap.parse_args(argv)
+    counts = scaled(args.scale)
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keep = args.workdir is not None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="scale-")).resolve()
+    data, run = workdir / "data", workdir / "run"
+    if run.exists():
+        raise SystemExit(f"{run} exists: give a new --workdir")
+    over = {"data": {"root": str(data)}, "train": {"epochs": args.epochs}}
+    if args.folds is not None:
+        over["cv"] = {"folds": args.folds}
+    params = merged(merged(merged(base, SMALL_IMAGES), over), dotted(args.overrides))
+    result = {"scale": args.scale, "counts": asdict(counts), "params_override": merged(merged(SMALL_IMAGES, over),
+                                                                                        dotted(args.overrides)),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
+              "launcher_floor_mb": round(peak.floor(), 1)}
+    result["params_override"]["data"]["root"] = "<workdir>/data"
+    try:
+        print(f"generating {counts} at {args.size} px in {data}", flush=True)
+        result["generate"] = generate(data, counts, args.seed, args.size, args.jobs)
+        print(f"generated in {result['generate']['seconds']:.1f} s", flush=True)
+        (run / "logs").mkdir(parents=True)
+        (run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result["stages"], failed = run_pipeline(run, params, run / "logs")
+        result["pipeline_seconds"] = round(sum(r["seconds"] for r in result["stages"]), 1)
+        result["max_peak_mb"] = max(r["peak_mb"] for r in result["stages"])
+        if failed:
+            result["failed"] = failed
+        else:
+            sub = run / "outputs/submission/submission.csv"
+            result["submission_bytes"] = sub.stat().st_size
+            m = peak.run([sys.executable, "-m", "stages.score", "--submission", str(sub), "--truth", str(data / "truth")],
+                         cwd=ROOT, capture=True)
+            result["score"] = {"seconds": round(m.seconds, 2), "peak_mb": round(m.peak_mb, 1), "returncode": m.returncode,
+                               **(json.loads(m.stdout) if m.returncode == 0 else {})}
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["bench_process_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    md = Path(args.md) if args.md else out.with_suffix(".md")
+    text = table(result)
+    md.write_text(text)
+    print(text + f"wrote {out} and {md}")
+    return 1 if result.get("failed") or result.get("score", {}).get("returncode") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
