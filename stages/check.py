@@ -20,7 +20,7 @@ from retrieval.checks import check_root, checked_folds, shared_test_ids
 from retrieval.cli import parser, stage
 from retrieval.config import load_params
 from retrieval.data.images import scan_test, scan_train
-from retrieval.io import atomic_path
+from retrieval.io import atomic_path, write_json
 from retrieval.model.network import check_backbone
 from retrieval.timing import Clock
 

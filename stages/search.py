@@ -22,6 +22,7 @@ import torch
 
 from retrieval.cli import parser, stage
 from retrieval.config import load_params
+from retrieval.io import write_json
 from retrieval.results.search import decodable, list_inputs, search_images
 from retrieval.timing import Clock
 
