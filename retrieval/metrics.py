@@ -64,7 +64,11 @@ def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k:
     reference count as 0.0). ``p@1`` is the fraction of queries whose first ranked reference
     has the query's label; an empty ranking (padding first, or no columns) is a miss.
     """
-    ap, first_hit = per_query_metrics(ranked, query_labels, ref_labels, k)
+    return summarise(*per_query_metrics(ranked, query_labels, ref_labels, k), k)
+
+
+def summarise(ap: np.ndarray, first_hit: np.ndarray, k: int) -> dict:
+    """:func:`retrieval_metrics`' figures from :func:`per_query_metrics`' ``(ap, first_hit)``."""
     n_queries = len(ap)
     if n_queries == 0:
         return {f"map@{k}": 0.0, P1: 0.0, N_QUERIES: 0}

@@ -12,7 +12,7 @@ import math
 import faiss
 import numpy as np
 
-from retrieval.metrics import per_query_metrics, retrieval_metrics
+from retrieval.metrics import per_query_metrics, summarise
 from retrieval.rank.topk import best_first
 
 
@@ -102,7 +102,8 @@ def validation_map(embeddings: np.ndarray, roles: np.ndarray, labels: np.ndarray
     q = np.asarray(roles) == "query"
     labels = np.asarray(labels)
     _, idx = knn(embeddings[q], embeddings[~q], k)
-    m = retrieval_metrics(idx, labels[q], labels[~q], k)
+    ap, first_hit = per_query_metrics(idx, labels[q], labels[~q], k)
+    m = summarise(ap, first_hit, k)
     if per_query:
-        m[QUERY_AP] = per_query_metrics(idx, labels[q], labels[~q], k)[0].tolist()
+        m[QUERY_AP] = ap.tolist()
     return m
