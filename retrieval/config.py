@@ -104,7 +104,7 @@ class TrainParams(Section):
     freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
     num_workers: int = Field(1, ge=0)  # DataLoader worker processes
-    amp: Literal["auto", "bf16", "off"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU (its bf16 backward is slower)
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores
     # batches: random (shuffled images) or pk (P classes x K images each, K = m_per_class)
@@ -149,7 +149,7 @@ class ExtractParams(Section):
     # test or validation images); 0 = off
     whiten_dim: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=0)
-    amp: Literal["auto", "bf16", "off"] = "auto"  # as train.amp
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA or a CPU with AVX-512 BF16 / AMX
     # several backbones (model.backbone a list): one weight per backbone for the weighted
     # concatenation of their embeddings, or null: chosen on the fold's validation images
     # (cosine mAP@1000) from the grid of weights in steps of member_weight_step summing to 1

@@ -140,14 +140,19 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
         m.eval()
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it pays: CUDA, or a CPU with native bf16 (AVX-512 BF16 / AMX)."""
+def autocast_dtype(amp: str, device: torch.device, training: bool = False) -> torch.dtype | None:
+    """The autocast precision of ``amp`` (auto, bf16, off): under ``auto``, bf16 where it pays:
+    CUDA, or for inference a CPU with native bf16 (AVX-512 BF16 / AMX). Training on the CPU
+    stays fp32 under ``auto``: there bf16's convolution backward is about twice fp32's
+    (``bench/train_step.py``), more than its forward saves."""
     if amp == "off":
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp == "bf16":
         return torch.bfloat16
+    if training:
+        return None
     flags = ""
     try:
         flags = Path("/proc/cpuinfo").read_text()

@@ -42,6 +42,7 @@ from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
 from retrieval.train.optim import EMA, group_schedules, interpolate, param_groups, set_backbone_frozen
+from retrieval.train.resources import keep_freed_memory, set_threads
 from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, run_fingerprint, save_resume_state,
                                     set_rng_state)
 
@@ -248,8 +249,8 @@ class _Run:
         self.tp, self.backbone, self.fold, self.root, self.d = tp, mp.backbone, fold, root, d
         self.seed = params.seed + fold
         seed_everything(self.seed)
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if d.enabled else 1
-        torch.set_num_threads(tp.threads or max(1, (os.cpu_count() or 1) // local_world))
+        set_threads(tp.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if d.enabled else 1)
+        keep_freed_memory()  # big activations reused between steps, not page-faulted afresh
         self.device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
         self.train_df, self.valid_df = fold_parts(folds, fold)
         classes = sorted(self.train_df[LABEL].unique())
@@ -290,12 +291,13 @@ class _Run:
         warmup = int(round(tp.warmup_epochs * self.steps_per_epoch))
         groups = param_groups(self.model, self.loss_fn, tp)
         self.backbone_trainable = [prm for g in groups if g["backbone"] for prm in g["params"]]
-        self.opt = torch.optim.AdamW(groups, weight_decay=tp.weight_decay)
+        self.opt = torch.optim.AdamW(groups, weight_decay=tp.weight_decay,
+                                     fused=device.type in ("cpu", "cuda"))  # one kernel, not one per tensor
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, group_schedules(groups, total, warmup, tp.head_warmup_epochs * self.steps_per_epoch))
         self.ema = EMA(self.model, tp.ema_decay) if tp.ema_decay > 0 else None
         self.shown = copy.deepcopy(self.model) if self.ema is not None else self.model  # the weights validated and kept
-        self.dtype = autocast_dtype(tp.amp, device)
+        self.dtype = autocast_dtype(tp.amp, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)  # fp16 (older GPUs) only
         self.step_loss = LossOf(self.model, self.loss_fn, device, self.dtype, tp.channels_last)
         if self.d.enabled:  # gradients averaged over the processes during backward

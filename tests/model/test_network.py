@@ -1,11 +1,13 @@
 """The embedding model on tiny inputs: shape, unit norm, no NaN, gradients, round trip."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from retrieval.config import ModelParams
 from retrieval.model.checkpoints import model_from_checkpoint, save_checkpoint
 from retrieval.model.losses import margin_loss
-from retrieval.model.network import build_model, freeze_stages, gem, set_train_mode
+from retrieval.model.network import autocast_dtype, build_model, freeze_stages, gem, set_train_mode
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,13 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     from retrieval.io import InputError
     with pytest.raises(InputError, match="no checkpoint"):
         model_from_checkpoint(tmp_path / "nope.pt")
+
+
+def test_autocast_keeps_cpu_training_in_fp32_under_auto():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu, training=True) is None  # bf16's backward is the slower one there
+    assert autocast_dtype("bf16", cpu, training=True) == torch.bfloat16  # asked for explicitly
+    assert autocast_dtype("off", cpu) is None
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)  # inference: where the CPU has it

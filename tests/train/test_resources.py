@@ -1,0 +1,41 @@
+"""retrieval.train.resources: thread counts, and glibc keeping freed memory between steps."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from retrieval.train.resources import keep_freed_memory, set_threads
+
+FAULTS = """
+import resource, sys, torch
+from retrieval.train.resources import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.ones(40_000_000).sum()  # 160 MB, over glibc's largest mmap threshold (32 MB), then freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(40_000_000).sum()  # the same size again: page faults if the first was given back
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_the_page_faults_of_a_reallocated_tensor():
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        return int(out.stdout.split()[-1])
+    pages = 160_000_000 // 4096
+    assert faults("default") > pages // 2  # glibc maps it afresh: one fault per page touched
+    assert faults("keep") < pages // 20  # served from the heap it kept
+
+
+def test_set_threads_shares_the_cores_among_a_nodes_processes():
+    saved = torch.get_num_threads()
+    try:
+        assert set_threads(3) == 3 and torch.get_num_threads() == 3
+        assert set_threads(0, processes_on_node=2) == max(1, (os.cpu_count() or 1) // 2)
+        assert set_threads(0, processes_on_node=10_000) == 1
+    finally:
+        torch.set_num_threads(saved)
