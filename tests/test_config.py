@@ -21,6 +21,23 @@ def test_repository_params_are_valid_and_complete():
             assert value.keys() == type(getattr(p, section)).model_fields.keys(), section
 
 
+def flat(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def test_library_defaults_are_the_params_yaml_values():
+    # one home for defaults (issue 13): a key left out of params.yaml means what the file says
+    written = flat(load_params(ROOT / "params.yaml").model_dump())
+    defaults = flat(Params().model_dump())
+    assert written.keys() == defaults.keys()
+    differ = {k: (written[k], defaults[k]) for k in written if written[k] != defaults[k]}
+    assert not differ, f"params.yaml vs retrieval/config.py defaults: {differ}"
+
+
 @pytest.mark.parametrize("raw,needle", [
     ({"train": {"epoch": 3}}, "train.epoch: is not a known key"),
     ({"trian": {}}, "trian: is not a known key"),
