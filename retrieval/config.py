@@ -2,6 +2,8 @@
 
 Every section is a pydantic model that forbids unknown keys, so a typo such as
 ``train.epoch`` is refused before any work starts, with a message naming the key.
+The defaults written here are ``params.yaml``'s values (tests/test_config.py checks that they
+agree), so a key left out of the file means the same as the file's own value.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class ModelParams(Section):
     embedding_dim: int = Field(512, ge=8)
     gem_p: float = Field(3.0, ge=1.0)
     # margin head: arcface, cosface, subcenter_arcface, or none (train with train.pair_loss alone)
-    head: Literal["arcface", "cosface", "subcenter_arcface", "none"] = "arcface"
+    head: Literal["arcface", "cosface", "subcenter_arcface", "none"] = "subcenter_arcface"
     margin: float = Field(0.3, ge=0.0)  # ArcFace: angle in radians; CosFace: cosine margin
     scale: float = Field(30.0, gt=0.0)
     sub_centers: int = Field(3, ge=1)  # subcenter_arcface: centres per class
@@ -93,7 +95,7 @@ class TrainParams(Section):
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: validate and keep an EMA of the weights (per step)
     # WiSE-FT: also validate (1 - a) x the pretrained start + a x the last epoch's weights for each a;
     # the best of these and of every epoch is kept
-    wise_alphas: list[float] = []
+    wise_alphas: list[float] = [0.2, 0.4, 0.6, 0.8]
     # a mix replaces the best epoch only if above it in this share of paired bootstrap resamples
     # of the validation queries (0: whenever its mAP@1000 is higher)
     wise_confidence: float = Field(0.95, ge=0.0, lt=1.0)
@@ -144,10 +146,10 @@ class ExtractParams(Section):
     batch_size: int = Field(64, ge=1)
     flip_tta: bool = True
     # multi-scale TTA: embeddings at image_size x each scale, summed (then L2-normalised)
-    scales: list[float] = [1.0]
+    scales: list[float] = [1.0, 1.25]
     # PCA whitening to this dimension, learned on the fold's training-class images (never on
     # test or validation images); 0 = off
-    whiten_dim: int = Field(0, ge=0)
+    whiten_dim: int = Field(512, ge=0)
     num_workers: int = Field(1, ge=0)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA or a CPU with AVX-512 BF16 / AMX
     # several backbones (model.backbone a list): one weight per backbone for the weighted

@@ -9,15 +9,18 @@ from retrieval.model.network import build_model
 
 # The tiny pipeline the slow tests run (a few 48 px demo images, an untrained 16-d model on no
 # pretrained weights, a few steps); each module merges in what it varies (seeds, sizes, epochs).
+# It spells out the plain setup its tests were worked out on, where params.yaml's defaults differ:
+# ArcFace, no WiSE-FT mixes, one TTA scale, no whitening (params.yaml's 512 dims exceed its 16).
 TINY = {
     "data": {"root": "data"},
     "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
              "queries_per_class": 2, "photos_per_ref_class": 1, "size": 48},
     "cv": {"n_folds": 2, "folds": [0, 1]},
-    "model": {"pretrained": "none", "embedding_dim": 16},
+    "model": {"pretrained": "none", "embedding_dim": 16, "head": "arcface"},
     "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
-              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5},
-    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True},
+              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5, "wise_alphas": []},
+    "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
+                "scales": [1.0], "whiten_dim": 0},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
     "ensemble": {"k": 1000},
 }

@@ -237,7 +237,8 @@ def tiny_extract_setup(tmp_path: Path, bad_query: str):
     save_checkpoint(tmp_path / "model.pt", model, meta)
     make_folds(scan_train(tmp_path / "data"), 2, 0.45, 0).to_csv(tmp_path / "folds.csv", index=False)
     params = {"data": {"root": "data"}, "cv": {"n_folds": 2, "folds": [0, 1]},
-              "extract": {"image_size": 32, "num_workers": 0, "bad_query": bad_query}}
+              "extract": {"image_size": 32, "num_workers": 0, "bad_query": bad_query,
+                          "scales": [1.0], "whiten_dim": 0}}  # raw embeddings of the 8-d model
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--fold", "0", "--model", "model.pt", "--folds", "folds.csv", "--query", "q.npz",
             "--reference", "r.npz", "--valid", "v.npz", "--whitening", "w.npz", "--metrics", "m.json"]

@@ -34,13 +34,6 @@ def layout(root: Path, classes: int = 4, per_class: int = 3, query=("q0", "q1"),
             (root / "test" / which / f"{i}.jpg").write_bytes(jpeg())
 
 
-def merged(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
 def run_check(tmp_path, monkeypatch, params: dict) -> int:
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump(params))
@@ -72,16 +65,16 @@ def run_check(tmp_path, monkeypatch, params: dict) -> int:
     ({"train": {"nproc": 3, "batch_size": 8}}, "train.batch_size 8 must be a multiple of train.nproc 3"),
 ], ids=["train-typo", "rerank-typo", "fold_weights", "n_folds", "pk", "backbone-none", "backbone-pypi",
         "backbone-in-list", "pretrained-path", "pretrained-pypi", "root-missing", "root-a-file", "scales", "nproc"])
-def test_check_refuses_with_one_line_naming_the_key(tmp_path, monkeypatch, capsys, change, needle):
+def test_check_refuses_with_one_line_naming_the_key(tmp_path, monkeypatch, capsys, change, needle, tiny_params):
     layout(tmp_path / "data")
-    assert run_check(tmp_path, monkeypatch, merged(BASE, change)) == 2
+    assert run_check(tmp_path, monkeypatch, tiny_params(change, BASE)) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err, err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert not Path("out/passed.txt").exists()
 
 
-def test_a_fold_that_would_train_on_one_class_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_fold_that_would_train_on_one_class_is_refused(tmp_path, monkeypatch, capsys, tiny_params):
     # one big class and two small ones in 2 folds: fold 1 holds the two small ones, so it trains
     # on the big one alone (loss 0, validation mAP 1.0, and silence, until now)
     layout(tmp_path / "data", classes=0)
@@ -93,14 +86,14 @@ def test_a_fold_that_would_train_on_one_class_is_refused(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "cv.n_folds 2: fold 1 would train on 1 class, and a model needs at least 2" in err
     # a run of fold 0 alone is fine: it trains on s1 and s2
-    assert run_check(tmp_path, monkeypatch, merged(BASE, {"cv": {"folds": [0]}})) == 0
+    assert run_check(tmp_path, monkeypatch, tiny_params({"cv": {"folds": [0]}}, BASE)) == 0
 
 
-def test_passing_check_writes_the_same_line_whatever_the_params(tmp_path, monkeypatch):
+def test_passing_check_writes_the_same_line_whatever_the_params(tmp_path, monkeypatch, tiny_params):
     layout(tmp_path / "data")
     assert run_check(tmp_path, monkeypatch, BASE) == 0
     first = Path("out/passed.txt").read_bytes()
-    assert run_check(tmp_path, monkeypatch, merged(BASE, {"rerank": {"qe": {"alpha": 1.0}}, "seed": 3})) == 0
+    assert run_check(tmp_path, monkeypatch, tiny_params({"rerank": {"qe": {"alpha": 1.0}}, "seed": 3}, BASE)) == 0
     assert Path("out/passed.txt").read_bytes() == first  # so no later stage reruns for it
 
 
@@ -111,14 +104,14 @@ def test_an_id_both_query_and_reference_is_reported(tmp_path, monkeypatch, caplo
     assert "1 id(s) are both a query and a reference, e.g. 'x1': each such query ranks itself first" in caplog.text
 
 
-def test_split_refuses_more_folds_than_classes_by_key(tmp_path, monkeypatch, capsys):
+def test_split_refuses_more_folds_than_classes_by_key(tmp_path, monkeypatch, capsys, tiny_params):
     # the check stage's fold checks, repeated by split on the images that decode
     layout(tmp_path / "data", classes=3)
     (tmp_path / "data" / "train" / "c2" / "0.jpg").write_bytes(b"not a jpeg")
     for i in (1, 2):
         (tmp_path / "data" / "train" / "c2" / f"{i}.jpg").unlink()
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump(merged(BASE, {"cv": {"n_folds": 3, "folds": [0, 1, 2]}})))
+    Path("params.yaml").write_text(yaml.safe_dump(tiny_params({"cv": {"n_folds": 3, "folds": [0, 1, 2]}}, BASE)))
     assert check.main(["--out", "passed.txt"]) == 0  # 3 classes listed
     from stages import split
     assert split.main(["--out", "folds.csv", "--metrics", "m.json"]) == 2  # 2 of them decode

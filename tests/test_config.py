@@ -1,10 +1,11 @@
 """params.yaml is read into typed sections that refuse unknown keys, wrong types and ranges."""
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 
-from retrieval.config import Params, load_params, parse_params
+from retrieval.config import DemoParams, Params, load_params, parse_params
 from retrieval.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,53 @@ def test_repository_params_are_valid_and_complete():
     for section, value in raw.items():
         if isinstance(value, dict):
             assert value.keys() == type(getattr(p, section)).model_fields.keys(), section
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def test_library_defaults_are_the_params_yaml_values():
+    # one home for defaults (issue 13): a key left out of params.yaml means what the file says
+    written = flat(load_params(ROOT / "params.yaml").model_dump())
+    defaults = flat(Params().model_dump())
+    assert written.keys() == defaults.keys()
+    differ = {k: (written[k], defaults[k]) for k in written if written[k] != defaults[k]}
+    assert not differ, f"params.yaml vs retrieval/config.py defaults: {differ}"
+
+
+def library_functions():
+    """Functions whose keyword defaults stand for params keys: ``(function, {argument: key})``."""
+    from retrieval.data.demo import make_demo
+    from retrieval.model.losses import MetricLoss, margin_loss
+    from retrieval.model.network import GeM
+    from retrieval.rank.diffusion import diffusion
+    from retrieval.rank.kreciprocal import k_reciprocal
+    from retrieval.results.report import render_grid, render_html
+    ranking = {"top_k": "rerank.k"}
+    return [
+        (diffusion, {a: f"rerank.diffusion.{a}" for a in ("k", "alpha", "gamma", "query_k")} | ranking),
+        (k_reciprocal, {a: f"rerank.kreciprocal.{a}" for a in ("k1", "k2", "lambda_value")} | ranking),
+        (make_demo, {a: f"demo.{a}" for a in DemoParams.model_fields}),
+        (margin_loss, {"sub_centers": "model.sub_centers"}),
+        (MetricLoss.__init__, {"pair_weight": "train.pair_loss_weight"}),
+        (GeM.__init__, {"p": "model.gem_p"}),
+        (render_grid, {"thumb": "report.thumb"}),
+        (render_html, {"thumb": "report.thumb"}),
+    ]
+
+
+def test_library_function_defaults_are_the_params_yaml_values():
+    # the rest (embed_tta's scales and flip_tta, ...) have no default: their callers pass params
+    written = flat(load_params(ROOT / "params.yaml").model_dump())
+    for fn, keys in library_functions():
+        sig = inspect.signature(fn)
+        for arg, key in keys.items():
+            assert sig.parameters[arg].default == written[key], f"{fn.__qualname__}({arg}=...) vs {key}"
 
 
 @pytest.mark.parametrize("raw,needle", [

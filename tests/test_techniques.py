@@ -93,12 +93,13 @@ def test_multiscale_tta_is_normalised_sum_of_scales(tiny_model, tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, size=(50, 60, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
     images = [f"{i}.png" for i in range(3)]
-    one, _ = embed_tta(m, meta, tmp_path, images, 48, [1.0], flip_tta=True, amp="off")
-    plain, _ = embed_images(m, meta, tmp_path, images, 48, flip_tta=True, amp="off")
+    run = {"batch_size": 64, "num_workers": 0, "amp": "off"}
+    one, _ = embed_tta(m, meta, tmp_path, images, 48, [1.0], flip_tta=True, **run)
+    plain, _ = embed_images(m, meta, tmp_path, images, 48, flip_tta=True, **run)
     np.testing.assert_allclose(one, plain, atol=1e-6)  # one scale: the same (renormalised) embeddings
-    two, _ = embed_tta(m, meta, tmp_path, images, 48, [1.0, 1.5], flip_tta=False, amp="off")
-    a, _ = embed_images(m, meta, tmp_path, images, 48, amp="off")
-    b, _ = embed_images(m, meta, tmp_path, images, 72, amp="off")
+    two, _ = embed_tta(m, meta, tmp_path, images, 48, [1.0, 1.5], flip_tta=False, **run)
+    a, _ = embed_images(m, meta, tmp_path, images, 48, flip_tta=False, **run)
+    b, _ = embed_images(m, meta, tmp_path, images, 72, flip_tta=False, **run)
     naive = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
     np.testing.assert_allclose(two, naive, atol=1e-6)
     assert not np.allclose(two, a, atol=1e-3)  # the second scale did change something

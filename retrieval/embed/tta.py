@@ -16,10 +16,13 @@ from retrieval.model.network import EmbeddingModel, autocast_dtype
 
 @torch.inference_mode()
 def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str],
-                 image_size: int, batch_size: int = 64, flip_tta: bool = False,
-                 num_workers: int = 0, amp: str = "auto", channels_last: bool = True,
+                 image_size: int, batch_size: int, flip_tta: bool, num_workers: int,
+                 amp: str = "auto", channels_last: bool = True,
                  desc: str = "embed") -> tuple[np.ndarray, float]:
     """L2-normalised float32 embeddings of ``images`` (paths relative to ``root``), in order.
+
+    ``batch_size``, ``flip_tta`` and ``num_workers`` have no default here: the caller passes its
+    params' (params.yaml is their one home).
 
     With ``flip_tta`` the embeddings of the image and its mirror are summed, then normalised.
     Returns the embeddings and the images per second of the whole loop.
@@ -53,8 +56,8 @@ def tta_sizes(image_size: int, scales: Sequence[float]) -> list[int]:
 
 
 def embed_tta(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str], image_size: int,
-              scales: Sequence[float] = (1.0,), flip_tta: bool = False, batch_size: int = 64,
-              num_workers: int = 0, amp: str = "auto", desc: str = "embed") -> tuple[np.ndarray, float]:
+              scales: Sequence[float], flip_tta: bool, batch_size: int, num_workers: int,
+              amp: str = "auto", desc: str = "embed") -> tuple[np.ndarray, float]:
     """Multi-scale (and flip) TTA: the L2-normalised sum of :func:`embed_images` at each of
     :func:`tta_sizes`; with one scale of 1.0 it is :func:`embed_images` itself. Returns the
     embeddings and the images per second over all scales."""

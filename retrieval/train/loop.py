@@ -91,7 +91,7 @@ def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int,
     """mAP@k, P@1 and each query's AP@k of the fold's validation queries against its validation
     references."""
     emb, rate = embed_images(model, meta, root, valid["image"].tolist(), image_size, batch_size,
-                             num_workers=num_workers, amp=amp, desc="validate")
+                             flip_tta=False, num_workers=num_workers, amp=amp, desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k, per_query=True)
 
 

@@ -7,19 +7,12 @@ from retrieval.metrics import retrieval_metrics
 from retrieval.rank.diffusion import block_cg, diffusion, reference_graph
 from retrieval.rank.knn import knn
 
-
-def unit(x):
-    x = np.asarray(x, np.float64)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+import rank_vectors
+from rank_vectors import unit
 
 
 def clustered(n_q, n_g, dim=16, n_classes=8, spread=0.8, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(n_classes, dim)))
-    ql, gl = rng.integers(0, n_classes, n_q), rng.integers(0, n_classes, n_g)
-    q = unit(centres[ql] + spread * rng.normal(size=(n_q, dim)) / np.sqrt(dim))
-    g = unit(centres[gl] + spread * rng.normal(size=(n_g, dim)) / np.sqrt(dim))
-    return q, g, ql, gl
+    return rank_vectors.clustered(n_q, n_g, dim, n_classes, spread, seed)
 
 
 def by_distance(s):

@@ -6,19 +6,12 @@ from retrieval.metrics import retrieval_metrics
 from retrieval.rank.knn import knn
 from retrieval.rank.kreciprocal import k_reciprocal
 
-
-def unit(x):
-    x = np.asarray(x, np.float64)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+import rank_vectors
+from rank_vectors import unit
 
 
 def clustered(n_q, n_g, dim=24, n_classes=30, noise=0.35, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(n_classes, dim)))
-    ql, gl = rng.integers(0, n_classes, n_q), rng.integers(0, n_classes, n_g)
-    q = unit(centres[ql] + noise * rng.normal(size=(n_q, dim)) / np.sqrt(dim) * 3)
-    g = unit(centres[gl] + noise * rng.normal(size=(n_g, dim)) / np.sqrt(dim) * 3)
-    return q, g, ql, gl
+    return rank_vectors.clustered(n_q, n_g, dim, n_classes, noise, seed, scale=3)
 
 
 def dense_k_reciprocal(q, g, k1, k2, lam):

@@ -134,11 +134,16 @@ def test_score_submission_golden_and_truth_checks():
         score_submission({**RANKINGS, "q2": ["r9"]}, queries, refs)
 
 
-def test_score_cli_prints_json(tmp_path, capsys):
+def scored_files(tmp_path) -> list[str]:
+    """The score command's arguments for the truth and a submission of RANKINGS, written under ``tmp_path``."""
     truth = write_truth(tmp_path / "truth", TRUTH_QUERIES, TRUTH_REFS)
     sub = tmp_path / "submission.csv"
     write_submission(sub, RANKINGS, QUERIES, REFS)
-    assert score.main(["--submission", str(sub), "--truth", str(truth)]) == 0
+    return ["--submission", str(sub), "--truth", str(truth)]
+
+
+def test_score_cli_prints_json(tmp_path, capsys):
+    assert score.main(scored_files(tmp_path)) == 0
     out = capsys.readouterr().out
     result = json.loads(out)
     assert result == pytest.approx({"map@1000": GOLDEN_MAP, "p@1": GOLDEN_P1, "n_queries": 3})
@@ -146,13 +151,11 @@ def test_score_cli_prints_json(tmp_path, capsys):
 
 
 def test_score_cli_per_query_file(tmp_path, capsys):
-    truth = write_truth(tmp_path / "truth", TRUTH_QUERIES, TRUTH_REFS)
-    sub = tmp_path / "submission.csv"
-    write_submission(sub, RANKINGS, QUERIES, REFS)
-    assert score.main(["--submission", str(sub), "--truth", str(truth)]) == 0
+    files = scored_files(tmp_path)
+    assert score.main(files) == 0
     plain = capsys.readouterr().out
     per_query = tmp_path / "out" / "test_ap.csv"
-    assert score.main(["--submission", str(sub), "--truth", str(truth), "--per-query", str(per_query)]) == 0
+    assert score.main([*files, "--per-query", str(per_query)]) == 0
     assert capsys.readouterr().out == plain  # stdout unchanged by the flag
     table = read_per_query(per_query, COLUMNS)
     assert table[QUERY_ID].tolist() == ["q1", "q2", "q3"] and table[LABEL].tolist() == ["a", "b", "d"]
