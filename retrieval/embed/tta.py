@@ -12,6 +12,7 @@ from tqdm import tqdm
 from retrieval.data.loaders import ImageDataset, eval_transform, make_loader
 from retrieval.embed.feature_file import l2_normalise
 from retrieval.model.network import EmbeddingModel, autocast_dtype
+from retrieval.resources import keep_freed_memory
 
 
 @torch.inference_mode()
@@ -29,6 +30,7 @@ def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Se
     """
     device = next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
+    keep_freed_memory()  # each batch's big activations reused, not page-faulted afresh
     model.eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)

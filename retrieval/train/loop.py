@@ -42,7 +42,7 @@ from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
 from retrieval.train.optim import EMA, group_schedules, interpolate, param_groups, set_backbone_frozen
-from retrieval.train.resources import keep_freed_memory, set_threads
+from retrieval.resources import keep_freed_memory, set_threads
 from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, run_fingerprint, save_resume_state,
                                     set_rng_state)
 

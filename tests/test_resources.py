@@ -1,4 +1,4 @@
-"""retrieval.train.resources: thread counts, and glibc keeping freed memory between steps."""
+"""retrieval.resources: thread counts, and glibc keeping freed memory between steps."""
 import os
 import subprocess
 import sys
@@ -6,29 +6,32 @@ import sys
 import pytest
 import torch
 
-from retrieval.train.resources import keep_freed_memory, set_threads
+from retrieval.resources import keep_freed_memory, set_threads
 
 FAULTS = """
 import resource, sys, torch
-from retrieval.train.resources import keep_freed_memory
+from retrieval.resources import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.ones(40_000_000).sum()  # 160 MB, over glibc's largest mmap threshold (32 MB), then freed
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-torch.ones(40_000_000).sum()  # the same size again: page faults if the first was given back
+for _ in range(16):  # the same size again and again: page faults each time it was given back
+    torch.ones(40_000_000).sum()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_keep_freed_memory_stops_the_page_faults_of_a_reallocated_tensor():
+def test_keep_freed_memory_cuts_the_page_faults_of_reallocated_tensors():
     def faults(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                             cwd=os.path.dirname(os.path.dirname(__file__)))
         return int(out.stdout.split()[-1])
-    pages = 160_000_000 // 4096
-    assert faults("default") > pages // 2  # glibc maps it afresh: one fault per page touched
-    assert faults("keep") < pages // 20  # served from the heap it kept
+    pages = 16 * 160_000_000 // 4096
+    assert faults("default") > 0.9 * pages  # glibc maps each afresh: one fault per page touched
+    # served from the kept heap most times (torch's aligned allocations do not always fit the
+    # freed block, so some allocations still extend the heap: 1 to 4 in 16 measured)
+    assert faults("keep") < 0.5 * pages
 
 
 def test_set_threads_shares_the_cores_among_a_nodes_processes():

@@ -1,10 +1,12 @@
-"""The training process's use of the machine: torch's thread count and glibc's allocator.
+"""A process's use of the machine: torch's thread count and glibc's allocator.
 
 Large activations (over 32 MB: at batch 32 and 192 px, the first stages' maps) are allocated by
-glibc with ``mmap`` and handed back to the kernel when freed, so every step pays the page faults
-of touching them afresh: about a quarter of a lite0 step on the CPU (``bench/train_step.py``).
-:func:`keep_freed_memory` makes glibc serve them from its heap and keep freed memory for the
-next step; the peak resident memory is the same, it is only not given back between steps.
+glibc with ``mmap`` and handed back to the kernel when freed, so every step or batch pays the
+page faults of touching them afresh: about a quarter of a lite0 training step on the CPU
+(``bench/train_step.py``), a fifth of extraction at 280 px. :func:`keep_freed_memory` (called by
+training and by every embedding loop) makes glibc serve them from its heap and keep freed memory
+for the next batch; the peak resident memory is the same, it is only not given back between
+batches.
 """
 from __future__ import annotations
 
