@@ -5,19 +5,18 @@ glibc with ``mmap`` and handed back to the kernel when freed, so every step or b
 page faults of touching them afresh: about a quarter of a lite0 training step on the CPU
 (``bench/train_step.py``), a fifth of extraction at 280 px. :func:`keep_freed_memory` (called by
 training and by every embedding loop) makes glibc serve them from its heap and keep freed memory
-for the next batch; the peak resident memory is the same, it is only not given back between
-batches.
+for the next batch. The cost is memory: what is freed is not given back, and an allocation that
+does not fit a freed block grows the heap (the training loop's peak: 2,522 MB against 2,427
+without it, at 192 px on grocery).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 
 import torch
 
-log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
