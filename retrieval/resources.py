@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 import torch
@@ -27,8 +28,10 @@ def set_threads(threads: int, processes_on_node: int = 1) -> int:
     return n
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Ask glibc to allocate from its heap and keep what is freed (no-op, False, elsewhere)."""
+    """Ask glibc to allocate from its heap and keep what is freed (no-op, False, elsewhere); a
+    setting of the whole process, made once however often it is asked for."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
