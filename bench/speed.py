@@ -45,13 +45,13 @@ SETUPS = {  # name: (channels_last, amp, num_workers)
 }
 
 
-def make_images(folder: Path, n: int, seed: int = 0) -> list[str]:
-    """``n`` smooth random 256 x 256 JPEGs (the size of the grocery photos), quality 90."""
+def make_images(folder: Path, n: int, seed: int = 0, size: int = 256) -> list[str]:
+    """``n`` smooth random ``size`` x ``size`` JPEGs (256: the size of the grocery photos), quality 90."""
     rng = np.random.default_rng(seed)
     names = []
     for i in range(n):
         small = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((256, 256), Image.BICUBIC)
+        img = Image.fromarray(small).resize((size, size), Image.BICUBIC)
         names.append(f"{i:05d}.jpg")
         img.save(folder / names[-1], quality=90)
     return names

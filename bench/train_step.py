@@ -33,9 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +43,7 @@ from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
 from retrieval.train.optim import param_groups  # noqa: E402
 from retrieval.resources import keep_freed_memory  # noqa: E402
+from speed import make_images  # noqa: E402  (bench/speed.py: this script's folder is on sys.path)
 
 VARIANTS = {  # name: (optimiser implementation, flush denormals, amp)
     "bf16_loop": ("loop", False, "bf16"),
@@ -55,17 +54,6 @@ VARIANTS = {  # name: (optimiser implementation, flush denormals, amp)
     "fp32_fused": ("fused", False, "off"),
 }
 ALLOCATORS = ("glibc_default", "keep_freed_memory")
-
-
-def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:
-    """``n`` smooth random ``size`` x ``size`` JPEGs (quality 90)."""
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(n):
-        img = Image.fromarray(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
-        names.append(f"{i:05d}.jpg")
-        img.save(folder / names[-1], quality=90)
-    return names
 
 
 class Step:
@@ -145,7 +133,7 @@ def time_steps(steps: dict[str, Step], size: int, args) -> dict:
 def loader_rate(size: int, args, meta: dict) -> float:
     """Training images per second of decoding + augmentation in one thread (num_workers 0)."""
     with tempfile.TemporaryDirectory() as tmp:
-        names = make_images(Path(tmp), args.batch * 8, max(size, 32) if size <= 64 else 256)
+        names = make_images(Path(tmp), args.batch * 8, size=max(size, 32) if size <= 64 else 256)
         ds = ImageDataset(tmp, names, [0] * len(names), train_transform(size, meta["mean"], meta["std"], 0))
         loader = make_loader(ds, args.batch, shuffle=True, num_workers=0)
         next(iter(loader))
