@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Callable
 
+from retrieval.config import load_params
 from retrieval.io import InputError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-size limit
@@ -37,6 +38,21 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 1
 
     return main
+
+
+def stage_args(doc: str, argv, required: str, optional: str = "", ints: str = ""):
+    """A pipeline stage's flags, parsed, and its params: ``(args, params)``. ``required`` and
+    ``optional`` name the flags (``"--out --metrics"``; an optional one defaults to None), ``ints``
+    those that are integers. dvc.yaml passes them; the stage's docstring, shown whole by
+    ``--help``, says what each one reads or writes (tests/test_dvc_contract.py checks it names
+    every flag that dvc.yaml passes)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    for names, needed in ((required, True), (optional, False)):
+        for name in names.split():
+            ap.add_argument(name, required=needed, type=int if name in ints.split() else str)
+    args = ap.parse_args(argv)
+    return args, load_params(args.params)
 
 
 def parser(doc: str, params: bool = True) -> argparse.ArgumentParser:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 
 from retrieval.checks import check_root, checked_folds, shared_test_ids
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.images import scan_test, scan_train
 from retrieval.io import atomic_path, write_json
 from retrieval.model.network import check_backbone
@@ -30,11 +29,7 @@ PASSED = "params.yaml and data.root passed the checks\n"
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--out", required=True, help="file to write once every check passes")
-    ap.add_argument("--metrics", help="JSON of counts and the stage's wall time")
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv, required="--out", optional="--metrics")
     for backbone in p.model.backbones:
         check_backbone(backbone, p.model.pretrained)
     check_root(p.data.root)

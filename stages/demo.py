@@ -11,8 +11,7 @@ Params  demo.seed, demo.n_train_classes, demo.n_test_classes, demo.train_per_cla
 from __future__ import annotations
 
 
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.demo import make_demo
 from retrieval.io import write_json
 from retrieval.timing import Clock
@@ -21,11 +20,8 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--out", required=True, help="directory to write the data set into")
-    ap.add_argument("--metrics", help="JSON of the counts and the stage's wall time")
-    args = ap.parse_args(argv)
-    counts = make_demo(args.out, **load_params(args.params).demo.model_dump())
+    args, p = stage_args(__doc__, argv, required="--out", optional="--metrics")
+    counts = make_demo(args.out, **p.demo.model_dump())
     if args.metrics:
         write_json(args.metrics, clock.stamp(counts, images=counts["train_images"] + counts["queries"] + counts["references"]))
     print(f"demo: {counts['train_images']} train images of {counts['train_classes']} classes, "

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 
 
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.io import InputError, read_json, write_json
 from retrieval.metrics import MAP, N_QUERIES, P1
 from retrieval.rank.fold_fusion import fuse_rankings
@@ -29,15 +28,8 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--rankings", required=True, help="path pattern with {fold}, one per fold in cv.folds")
-    ap.add_argument("--rerank-metrics", required=True, help="path pattern with {fold}")
-    ap.add_argument("--valid-ap", required=True, help="path pattern with {fold}: rerank's per-query validation APs")
-    ap.add_argument("--pooled-ap", required=True, help="CSV of all folds' per-query validation APs")
-    ap.add_argument("--submission", required=True)
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv,
+                         required="--rankings --rerank-metrics --valid-ap --pooled-ap --submission --metrics")
     ep = p.ensemble
     runs = load_rankings([args.rankings.format(fold=f) for f in p.cv.folds])
     if ep.fold_weights is not None and len(ep.fold_weights) != len(runs):

@@ -1,4 +1,4 @@
-"""extract: L2-normalised float32 embeddings, with their ids, from one fold's model.
+"""extract: L2-normalised float32 embeddings, with their ids, from one fold's model (``--fold``).
 
 Reads   ``--model`` (outputs/train/fold{k}/model.pt: one backbone's model, or several),
         ``--folds``, images under data.root
@@ -22,8 +22,7 @@ import shutil
 
 import torch
 
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.folds import read_folds
 from retrieval.embed.extract import extract_fold
 from retrieval.embed.feature_file import save_features
@@ -36,17 +35,8 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--folds", required=True)
-    for name in ("query", "reference", "valid"):
-        ap.add_argument(f"--{name}", required=True, help=f"feature file to write for the {name} images")
-    ap.add_argument("--whitening", required=True, help="whitening file to write")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--resume-dir", default=None, help="folder for the finished shards (extract.shard_size > 0)")
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv, required="--fold --model --folds --query --reference --valid --whitening "
+                                                 "--metrics", optional="--resume-dir", ints="--fold")
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]

@@ -13,8 +13,7 @@ Params  data.root, cv.folds, report
 from __future__ import annotations
 
 
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.folds import read_folds
 from retrieval.io import write_json
 from retrieval.results.report import make_report
@@ -24,15 +23,8 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--valid", required=True, help="validation feature files, pattern with {fold}")
-    ap.add_argument("--valid-ranking", required=True, help="rerank's validation rankings, pattern with {fold}")
-    ap.add_argument("--folds", required=True)
-    ap.add_argument("--submission", required=True)
-    ap.add_argument("--out", required=True, help="directory for index.html and grid.png")
-    ap.add_argument("--metrics", help="JSON of what the report shows and the stage's wall time")
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv, required="--valid --valid-ranking --folds --submission --out",
+                         optional="--metrics")
     folds = read_folds(args.folds)
     info = make_report(p, p.data.root, folds, [args.valid.format(fold=f) for f in p.cv.folds],
                        [args.valid_ranking.format(fold=f) for f in p.cv.folds], args.submission, args.out)

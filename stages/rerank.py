@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.embed.feature_file import load_features
 from retrieval.io import atomic_path, write_json
 from retrieval.metrics import MAP, P1
@@ -33,17 +32,9 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    for name in ("query", "reference", "valid"):
-        ap.add_argument(f"--{name}", required=True, help=f"{name} feature file from extract")
-    ap.add_argument("--ranking", required=True, help="top-k references of each test query (.npz)")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--ablation", required=True, help="CSV of the validation ablation, for dvc plots")
-    ap.add_argument("--valid-ranking", required=True,
-                    help="top-k references of each validation query under the whole chain (.npz), for the report")
-    ap.add_argument("--valid-ap", required=True, help="CSV of each validation query's AP@1000 and P@1 (final chain)")
-    args = ap.parse_args(argv)
-    rp = load_params(args.params).rerank
+    args, p = stage_args(__doc__, argv, required="--query --reference --valid --ranking --metrics --ablation "
+                                                 "--valid-ranking --valid-ap")
+    rp = p.rerank
     query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
     valid_rankings = validation_rankings(valid, rp)
     ablation = validation_ablation(valid, valid_rankings)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 
 from retrieval.checks import checked_folds
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.folds import fold_summary, write_folds
 from retrieval.data.images import drop_undecodable, scan_train
 from retrieval.io import write_json
@@ -23,11 +22,7 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--metrics", required=True)
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv, required="--out --metrics")
     train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
     folds = checked_folds(p, train)  # as the check stage did, on the images that decode
     write_folds(args.out, folds)

@@ -1,4 +1,4 @@
-"""train: one model per fold, trained on the other folds' classes.
+"""train: one model per fold (``--fold``), trained on the other folds' classes.
 
 Reads   ``--folds`` (outputs/split/folds.csv) and the training images under data.root
 Writes  ``--model`` (model.pt: best checkpoint with its rebuild metadata), ``--history``
@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from retrieval.cli import parser, stage
-from retrieval.config import load_params
+from retrieval.cli import stage, stage_args
 from retrieval.data.folds import read_folds
 from retrieval.io import InputError, write_json
 from retrieval.train import distributed
@@ -30,17 +29,8 @@ from retrieval.timing import Clock
 @stage
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
-    ap = parser(__doc__)
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", required=True)
-    ap.add_argument("--model", required=True, help="checkpoint to write (best epoch)")
-    ap.add_argument("--history", required=True, help="per-epoch CSV for dvc plots")
-    ap.add_argument("--metrics", required=True)
-    ap.add_argument("--resume-dir", default=None,
-                    help="folder for the per-epoch resume state (last.pt); none kept if omitted")
-    ap.add_argument("--nproc", type=int, default=None, help="processes (default: train.nproc)")
-    args = ap.parse_args(argv)
-    p = load_params(args.params)
+    args, p = stage_args(__doc__, argv, required="--fold --folds --model --history --metrics",
+                         optional="--resume-dir --nproc", ints="--fold --nproc")
     if args.fold not in p.cv.folds:
         raise InputError(f"--fold {args.fold}: not one of cv.folds {p.cv.folds}")
     nproc = p.train.nproc if args.nproc is None else args.nproc

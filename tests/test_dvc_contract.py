@@ -89,3 +89,13 @@ def test_every_stage_script_is_in_dvc_yaml():
     scripts = {p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     tools = {"compare", "score", "search"}  # command-line tools, not pipeline stages
     assert scripts - tools == set(DVC)
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_docstring_names_every_flag_dvc_passes(name):
+    # stage_args gives a pipeline stage's flags no help of their own: its docstring, which
+    # --help prints whole, is where a user reads what each one reads or writes
+    flags = set(re.findall(r"(--[a-z][a-z-]*)", stage_body(DVC[name])["cmd"]))
+    doc = ast.get_docstring(ast.parse((ROOT / "stages" / f"{name}.py").read_text()))
+    missing = sorted(f for f in flags if f"``{f}``" not in doc)
+    assert not missing, f"stages/{name}.py's docstring does not name {missing}"
