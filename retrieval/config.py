@@ -93,6 +93,9 @@ class TrainParams(Section):
     layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each backbone stage below the last: lr x this once more
     head_warmup_epochs: int = Field(0, ge=0)  # first epochs with the whole backbone frozen (neck and head only)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: validate and keep an EMA of the weights (per step)
+    # L2-SP, decoupled: after each step every backbone weight moves (its lr x this) of its way back to its
+    # pretrained value, so it strays at most about 1/this from it; 0 = off
+    l2sp_decay: float = Field(0.0, ge=0.0)
     # WiSE-FT: also validate (1 - a) x the pretrained start + a x the last epoch's weights for each a;
     # the best of these and of every epoch is kept
     wise_alphas: list[float] = [0.2, 0.4, 0.6, 0.8]
@@ -136,6 +139,9 @@ class TrainParams(Section):
         if self.head_warmup_epochs and self.head_warmup_epochs >= self.epochs:
             raise ValueError(f"train.head_warmup_epochs {self.head_warmup_epochs} leaves no epoch of "
                              f"train.epochs {self.epochs} to train the backbone")
+        if self.l2sp_decay * self.lr * self.backbone_lr_scale > 1.0:
+            raise ValueError(f"train.l2sp_decay {self.l2sp_decay} x the backbone's lr "
+                             f"{self.lr * self.backbone_lr_scale:g} is above 1: a step would pull past the pretrained weights")
         if self.final_epochs and self.final_image_size is None:
             raise ValueError("train.final_epochs needs train.final_image_size")
         return self

@@ -41,7 +41,7 @@ from retrieval.rank.knn import QUERY_AP, validation_map
 from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
-from retrieval.train.optim import EMA, group_schedules, interpolate, param_groups, set_backbone_frozen
+from retrieval.train.optim import EMA, PullToStart, group_schedules, interpolate, param_groups, set_backbone_frozen
 from retrieval.resources import keep_freed_memory, set_threads
 from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, run_fingerprint, save_resume_state,
                                     set_rng_state)
@@ -295,6 +295,7 @@ class _Run:
                                      fused=device.type in ("cpu", "cuda"))  # one kernel, not one per tensor
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, group_schedules(groups, total, warmup, tp.head_warmup_epochs * self.steps_per_epoch))
+        self.pull = PullToStart(groups, tp.l2sp_decay) if tp.l2sp_decay > 0 else None  # built on the pretrained weights
         self.ema = EMA(self.model, tp.ema_decay) if tp.ema_decay > 0 else None
         self.shown = copy.deepcopy(self.model) if self.ema is not None else self.model  # the weights validated and kept
         self.dtype = autocast_dtype(tp.amp, device, training=True)
@@ -401,6 +402,8 @@ class _Run:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.pull is not None:
+            self.pull()  # at this step's rates
         self.sched.step()
         if self.ema is not None:
             self.ema.update(self.model)

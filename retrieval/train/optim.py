@@ -52,6 +52,26 @@ def group_schedules(groups: list[dict], total: int, warmup: int, head_steps: int
     return [backbone if g["backbone"] else rest for g in groups]
 
 
+class PullToStart:
+    """L2-SP (Li et al., "Explicit inductive bias for transfer learning with convolutional
+    networks", 2018), decoupled from the gradient as AdamW decouples its weight decay: after each
+    step every trainable backbone weight moves ``lr x decay`` of its way back to its pretrained
+    value (``lr`` its group's current rate). Adam moves a weight by about ``lr`` a step, so one
+    pushed the same way every step settles about ``1 / decay`` from where it started."""
+
+    def __init__(self, groups: list[dict], decay: float):
+        self.decay = decay
+        self.groups = [(g, [p.detach().clone() for p in g["params"]]) for g in groups if g["backbone"]]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for group, start in self.groups:
+            share = group["lr"] * self.decay
+            if share > 0:
+                for p, p0 in zip(group["params"], start):
+                    p.lerp_(p0, share)
+
+
 class EMA:
     """Exponential moving average of a model's weights and buffers, updated after every step;
     the decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so the average

@@ -13,7 +13,7 @@ from retrieval.model.network import backbone_layer_ids, build_model
 from retrieval.train import loop as train_mod
 from retrieval.train.loop import mix_wins, share_above, train_fold
 from retrieval.train.optim import interpolate
-from retrieval.train.optim import EMA, group_schedules, param_groups
+from retrieval.train.optim import EMA, PullToStart, group_schedules, param_groups
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,8 @@ def test_ema_golden_with_its_decay_ramp():
     ({"train": {"backbone_lr_scale": 0}}, "train.backbone_lr_scale"),
     ({"train": {"layer_decay": 1.5}}, "train.layer_decay"),
     ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"train": {"l2sp_decay": -1.0}}, "train.l2sp_decay"),
+    ({"train": {"lr": 1e-2, "l2sp_decay": 101.0}}, "train.l2sp_decay"),  # 1.01 of the way: past the start
     ({"train": {"wise_alphas": [0.5, 1.0]}}, "train.wise_alphas"),
 ])
 def test_bad_recipe_params_are_refused(raw, needle):
@@ -236,3 +238,36 @@ def test_wise_takes_a_mix_only_when_the_queries_say_so(tiny, tmp_path, monkeypat
     assert metrics["wise_alpha"] == alpha and metrics["val_map@1000"] == pytest.approx(best)
     shares = metrics["wise_share_above_best_epoch"]
     assert shares["0.75"] == 1.0 and 0.8 < shares["0.25"] < 0.95
+
+
+def test_pull_to_start_golden_backbone_groups_only():
+    w, v = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([5.0]))
+    groups = [{"params": [w], "lr": 0.1, "backbone": True}, {"params": [v], "lr": 0.1, "backbone": False}]
+    pull = PullToStart(groups, decay=2.0)  # remembers w = [1, -2]
+    with torch.no_grad():
+        w.copy_(torch.tensor([3.0, 0.0]))
+        v.copy_(torch.tensor([7.0]))
+    pull()  # 0.1 x 2 = a fifth of the way back
+    assert w.tolist() == pytest.approx([2.6, -0.4]) and v.tolist() == [7.0]
+    groups[0]["lr"] = 0.0  # a frozen or held group (head warm-up) is not pulled
+    pull()
+    assert w.tolist() == pytest.approx([2.6, -0.4])
+
+
+def test_l2sp_all_the_way_keeps_the_backbone_at_its_start(tiny, tmp_path, monkeypatch):
+    """lr x l2sp_decay = 1 (one step, at the full rate): the step's backbone change is undone, the neck trained;
+    BatchNorm statistics are buffers, not pulled."""
+    folds = _tiny_folds(tmp_path)
+    seen = []
+
+    def record(model, *a, **k):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
+    monkeypatch.setattr(train_mod, "evaluate", record)
+    p = parse_params({**tiny, "train": {**tiny["train"], "epochs": 1, "warmup_epochs": 0, "l2sp_decay": 1000.0}})
+    train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    start, end = seen[0], seen[-1]
+    names = dict(train_mod.build_model(p.model)[0].named_parameters())
+    weights = [k for k in start if k.startswith("backbone.") and k in names and names[k].requires_grad]
+    assert weights and all(torch.equal(end[k], start[k]) for k in weights)
+    assert not torch.equal(end["neck.0.weight"], start["neck.0.weight"])
