@@ -16,14 +16,22 @@ import ctypes.util
 import functools
 import os
 
-import torch
-
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset),
+    which ``os.cpu_count()`` ignores, so that threads are not started for cores it cannot use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def set_threads(threads: int, processes_on_node: int = 1) -> int:
-    """torch's intra-op threads: ``threads``, or 0 = the cores shared among the node's processes."""
-    n = threads or max(1, (os.cpu_count() or 1) // processes_on_node)
+    """torch's intra-op threads: ``threads``, or 0 = the usable cores shared among the node's processes."""
+    import torch  # here: the re-ranking stages ask usable_cores() without loading torch
+
+    n = threads or max(1, usable_cores() // processes_on_node)
     torch.set_num_threads(n)
     return n
 

@@ -29,6 +29,7 @@ from retrieval.embed.feature_file import save_features
 from retrieval.embed.whitening import save_whitening
 from retrieval.io import claimed, write_json
 from retrieval.model.checkpoints import models_from_checkpoint
+from retrieval.resources import set_threads
 from retrieval.timing import Clock
 
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
     args, p = stage_args(__doc__, argv, required="--fold --model --folds --query --reference --valid --whitening "
                                                  "--metrics", optional="--resume-dir", ints="--fold")
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)  # every core this process may use
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]
     folds = read_folds(args.folds)

@@ -16,13 +16,11 @@ error naming it, or, with ``--bad-images skip``, left out and reported on stderr
 from __future__ import annotations
 
 import json
-import os
-
-import torch
 
 from retrieval.cli import parser, stage
 from retrieval.config import load_params
 from retrieval.io import write_json
+from retrieval.resources import set_threads
 from retrieval.results.search import decodable, list_inputs, search_images
 from retrieval.timing import Clock
 
@@ -43,7 +41,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.top < 1:
         ap.error("--top must be >= 1")
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)  # every core this process may use
     images = decodable(list_inputs(args.images), args.bad_images)
     ref_ids, scores, idx = search_images(images, load_params(args.params), args.models, args.references,
                                          args.whitening, args.top)

@@ -38,7 +38,30 @@ def test_set_threads_shares_the_cores_among_a_nodes_processes():
     saved = torch.get_num_threads()
     try:
         assert set_threads(3) == 3 and torch.get_num_threads() == 3
-        assert set_threads(0, processes_on_node=2) == max(1, (os.cpu_count() or 1) // 2)
+        assert set_threads(0, processes_on_node=2) == max(1, len(os.sched_getaffinity(0)) // 2)
         assert set_threads(0, processes_on_node=10_000) == 1
     finally:
         torch.set_num_threads(saved)
+
+
+AFFINITY = """
+import os, torch
+from retrieval.resources import set_threads, usable_cores
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # as `taskset -c <one core>` would
+print(usable_cores(), set_threads(0), torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity")
+def test_threads_follow_the_cpu_affinity_not_the_machines_cores():
+    out = subprocess.run([sys.executable, "-c", AFFINITY], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.split() == ["1", "1", "1"]  # os.cpu_count() would say every core of the machine
+
+
+def test_rerank_modules_do_not_load_torch():
+    # the re-ranking stages ask resources for the usable cores; torch would add seconds and memory
+    code = "import sys, retrieval.rank.diffusion, retrieval.resources; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "False"

@@ -8,7 +8,6 @@ seeds ``y`` with its top ``query_k`` references and references are ranked by ``f
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from retrieval.rank.kreciprocal import DECIMALS, neighbour_lists
 from retrieval.rank.topk import drop_self, topk_indices, topk_indices_by
+from retrieval.resources import usable_cores
 
 
 def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: float = 0.99,
@@ -67,7 +67,7 @@ def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: f
         out_i[a:b] = idx
 
     starts = range(0, n_q, block)
-    workers = max(1, min(n_threads or os.cpu_count() or 1, len(starts)))
+    workers = max(1, min(n_threads or usable_cores(), len(starts)))
     progress = dict(desc="diffusion", total=len(starts), unit="block", disable=None, leave=False)
     if workers == 1:
         for a in tqdm(starts, **progress):
