@@ -1,4 +1,5 @@
-"""What every stage script shares: its flags and params (stage_args), logging set-up, and one-line errors instead of tracebacks."""
+"""What every stage script shares: its flags and params (:func:`stage_args`), logging set-up, and
+one-line errors instead of tracebacks."""
 from __future__ import annotations
 
 import argparse
