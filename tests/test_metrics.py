@@ -4,7 +4,7 @@ import pytest
 
 from retrieval.metrics import average_precision, ranking_ap, retrieval_metrics
 from retrieval.rank.topk import score_matrix_metrics
-from retrieval.rank.topk import topk_indices
+from retrieval.rank.topk import rows_best_first, topk_indices
 
 # Shared golden set-up.
 # references: 0:a 1:b 2:a 3:c 4:a  -> n_relevant: a=3, b=1, c=1, d=0
@@ -90,6 +90,35 @@ def test_topk_shapes_and_input_checks():
         topk_indices(np.array([[0.1, np.nan]]), 1)
     with pytest.raises(ValueError, match="k must be"):
         topk_indices(np.zeros((2, 2)), -1)
+
+
+def naive_rows_best_first(scores, ids):
+    order = [sorted(range(len(s)), key=lambda j: (-s[j], i[j])) for s, i in zip(scores, ids)]
+    return (np.array([s[o] for s, o in zip(scores, order)]), np.array([i[o] for i, o in zip(ids, order)]))
+
+
+def test_rows_best_first_matches_naive_sorted_and_unsorted_rows():
+    rng = np.random.default_rng(1)
+    pad = np.iinfo(np.int64).max
+    scores = np.sort(rng.integers(0, 4, size=(30, 12)).astype(np.float32), axis=1)[:, ::-1].copy()
+    ids = np.stack([rng.permutation(50)[:12] for _ in range(30)])  # ties in either id order
+    scores[:3, -2:], ids[:3, -2:] = -np.inf, pad  # missing results: -inf with an id past every real one
+    ids[5] = np.sort(ids[5])[::-1]  # a row whose ties are all in the wrong order
+    scores[7] = scores[7][::-1]  # and one not sorted at all
+    got_s, got_i = rows_best_first(scores, ids)
+    want_s, want_i = naive_rows_best_first(scores, ids)
+    np.testing.assert_array_equal(got_s, want_s)
+    np.testing.assert_array_equal(got_i, want_i)
+    assert not np.array_equal(ids, want_i)  # the input had rows out of order (the test can fail)
+
+
+def test_rows_best_first_keeps_ordered_rows_and_does_not_touch_its_input():
+    scores = np.array([[3.0, 2.0, 2.0, -np.inf], [1.0, 1.0, 0.0, 0.0]], np.float32)
+    ids = np.array([[4, 1, 7, 2**63 - 1], [5, 2, 0, 9]])
+    keep = scores.copy(), ids.copy()
+    s, i = rows_best_first(scores, ids)
+    np.testing.assert_array_equal(i, [[4, 1, 7, 2**63 - 1], [2, 5, 0, 9]])  # row 1's tie: 2 before 5
+    np.testing.assert_array_equal(scores, keep[0]), np.testing.assert_array_equal(ids, keep[1])
 
 
 # --- ranking_ap / retrieval_metrics ------------------------------------------------------------

@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 from retrieval.metrics import per_query_metrics, summarise
-from retrieval.rank.topk import best_first
+from retrieval.rank.topk import rows_best_first
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -22,9 +22,10 @@ def _f32(x: np.ndarray) -> np.ndarray:
 
 def _sorted(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best first; equal scores by the lower index; missing results (-1) last with score -inf."""
-    scores = np.where(idx < 0, -np.inf, scores).astype(np.float32)
-    order = best_first(scores, ids=np.where(idx < 0, np.iinfo(np.int64).max, idx), axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1).astype(np.int64)
+    missing = idx < 0
+    scores = np.where(missing, -np.inf, scores).astype(np.float32)
+    scores, ids = rows_best_first(scores, np.where(missing, np.iinfo(np.int64).max, idx).astype(np.int64))
+    return scores, np.where(ids == np.iinfo(np.int64).max, -1, ids)
 
 
 def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray]:

@@ -76,6 +76,22 @@ def best_first(*scores: np.ndarray, ids: np.ndarray, groups: np.ndarray | None =
     return np.lexsort(keys, axis=axis)
 
 
+def rows_best_first(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of ``[Q, k]`` (score, id) lists put best first by the tie rule (:func:`best_first`):
+    the same result, but rows already in that order, as a search library's sorted lists nearly
+    always are, are checked in one pass and left as they are; only the others are sorted."""
+    a, b = scores[:, :-1], scores[:, 1:]
+    in_order = ((a > b) | ((a == b) & (ids[:, :-1] <= ids[:, 1:]))).all(axis=1)
+    if in_order.all():
+        return scores, ids
+    rows = np.flatnonzero(~in_order)
+    order = best_first(scores[rows], ids=ids[rows], axis=1)
+    scores, ids = scores.copy(), ids.copy()
+    scores[rows] = np.take_along_axis(scores[rows], order, 1)
+    ids[rows] = np.take_along_axis(ids[rows], order, 1)
+    return scores, ids
+
+
 def topk_indices_by(primary: np.ndarray, secondary: np.ndarray, k: int) -> np.ndarray:
     """Column indices [B, k] of each row's best ``k`` by ``(primary desc, secondary desc, index
     asc)``, best first: :func:`topk_indices`' rule with a second score before the index."""
