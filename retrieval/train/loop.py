@@ -295,7 +295,7 @@ class _Run:
                                      fused=device.type in ("cpu", "cuda"))  # one kernel, not one per tensor
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, group_schedules(groups, total, warmup, tp.head_warmup_epochs * self.steps_per_epoch))
-        self.pull = PullToStart(groups, tp.l2sp_decay) if tp.l2sp_decay > 0 else None  # built on the pretrained weights
+        self.pull = PullToStart(self.opt, tp.l2sp_decay) if tp.l2sp_decay > 0 else None  # built on the pretrained weights
         self.ema = EMA(self.model, tp.ema_decay) if tp.ema_decay > 0 else None
         self.shown = copy.deepcopy(self.model) if self.ema is not None else self.model  # the weights validated and kept
         self.dtype = autocast_dtype(tp.amp, device, training=True)

@@ -57,15 +57,19 @@ class PullToStart:
     networks", 2018), decoupled from the gradient as AdamW decouples its weight decay: after each
     step every trainable backbone weight moves ``lr x decay`` of its way back to its pretrained
     value (``lr`` its group's current rate). Adam moves a weight by about ``lr`` a step, so one
-    pushed the same way every step settles about ``1 / decay`` from where it started."""
+    pushed the same way every step settles about ``1 / decay`` from where it started. The
+    rates are read from ``opt`` at each call: loading an optimiser's state (a resume) replaces
+    its group dicts."""
 
-    def __init__(self, groups: list[dict], decay: float):
-        self.decay = decay
-        self.groups = [(g, [p.detach().clone() for p in g["params"]]) for g in groups if g["backbone"]]
+    def __init__(self, opt: torch.optim.Optimizer, decay: float):
+        self.opt, self.decay = opt, decay
+        self.start = {i: [p.detach().clone() for p in g["params"]] for i, g in enumerate(opt.param_groups)
+                      if g["backbone"]}
 
     @torch.no_grad()
     def __call__(self) -> None:
-        for group, start in self.groups:
+        for i, start in self.start.items():
+            group = self.opt.param_groups[i]
             share = group["lr"] * self.decay
             if share > 0:
                 for p, p0 in zip(group["params"], start):

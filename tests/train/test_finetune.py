@@ -242,16 +242,21 @@ def test_wise_takes_a_mix_only_when_the_queries_say_so(tiny, tmp_path, monkeypat
 
 def test_pull_to_start_golden_backbone_groups_only():
     w, v = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([5.0]))
-    groups = [{"params": [w], "lr": 0.1, "backbone": True}, {"params": [v], "lr": 0.1, "backbone": False}]
-    pull = PullToStart(groups, decay=2.0)  # remembers w = [1, -2]
+    opt = torch.optim.SGD([{"params": [w], "lr": 0.1, "backbone": True},
+                           {"params": [v], "lr": 0.1, "backbone": False}])
+    pull = PullToStart(opt, decay=2.0)  # remembers w = [1, -2]
     with torch.no_grad():
         w.copy_(torch.tensor([3.0, 0.0]))
         v.copy_(torch.tensor([7.0]))
     pull()  # 0.1 x 2 = a fifth of the way back
     assert w.tolist() == pytest.approx([2.6, -0.4]) and v.tolist() == [7.0]
-    groups[0]["lr"] = 0.0  # a frozen or held group (head warm-up) is not pulled
+    opt.param_groups[0]["lr"] = 0.0  # a frozen or held group (head warm-up) is not pulled
     pull()
     assert w.tolist() == pytest.approx([2.6, -0.4])
+    opt.load_state_dict(opt.state_dict())  # as a resume does: new group dicts, the rate read from them
+    opt.param_groups[0]["lr"] = 0.05
+    pull()  # a tenth of the way
+    assert w.tolist() == pytest.approx([2.44, -0.56])
 
 
 def test_l2sp_all_the_way_keeps_the_backbone_at_its_start(tiny, tmp_path, monkeypatch):
