@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from retrieval.resources import keep_freed_memory, set_threads
+from retrieval.resources import keep_freed_memory, set_threads, usable_cores
 
 FAULTS = """
 import resource, sys, torch
@@ -38,7 +38,7 @@ def test_set_threads_shares_the_cores_among_a_nodes_processes():
     saved = torch.get_num_threads()
     try:
         assert set_threads(3) == 3 and torch.get_num_threads() == 3
-        assert set_threads(0, processes_on_node=2) == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert set_threads(0, processes_on_node=2) == max(1, usable_cores() // 2)
         assert set_threads(0, processes_on_node=10_000) == 1
     finally:
         torch.set_num_threads(saved)
