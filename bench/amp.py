@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.metrics import retrieval_metrics  # noqa: E402
 from retrieval.model.checkpoints import model_from_checkpoint  # noqa: E402
 from retrieval.rank.knn import knn  # noqa: E402
+from retrieval.resources import set_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)
     model, meta = model_from_checkpoint(args.model)
     folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
     valid = folds[folds["fold"] == str(args.fold)].reset_index(drop=True)

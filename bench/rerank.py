@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
 
 from bench import peak  # noqa: E402  (after the sys.path set-up)
 from retrieval.config import RerankParams  # noqa: E402
+from retrieval.resources import usable_cores  # noqa: E402
 
 P = RerankParams()  # the pipeline's default re-ranking params
 
@@ -174,7 +175,7 @@ def main(argv=None) -> dict | None:
     q, g, ql, gl = make_features(args.n_query, args.n_ref, args.dim, args.seed, args.noise)
     result = {"n_query": args.n_query, "n_ref": args.n_ref, "dim": args.dim, "seed": args.seed,
               "k": args.k, "noise": args.noise, "cores": os.cpu_count(),
-              "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+              "cores_usable": usable_cores()}
     with tempfile.TemporaryDirectory() as tmp:
         path = tmp  # x.npy (memory-mapped by the children), labels.npy, n_query.npy
         np.save(os.path.join(tmp, "x.npy"), np.concatenate([q, g]))

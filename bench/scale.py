@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 from bench import peak  # noqa: E402  (after the sys.path set-up)
 from retrieval.data.demo import _image_id, _rng, _save_jpeg, class_design, class_name, render_catalog, render_photo  # noqa: E402
+from retrieval.resources import usable_cores  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Counts:
 
 
 FULL = Counts(train_images=73_551, train_classes=1_383, queries=18_027, references=36_748, test_classes=1_470)
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = usable_cores()
 SMALL_IMAGES = {"train": {"image_size": 32, "val_image_size": 32},
                 "extract": {"image_size": 32, "scales": [1.0], "flip_tta": False}}
 

@@ -35,6 +35,7 @@ from retrieval.data.loaders import ImageDataset, make_loader, train_transform  #
 from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
+from retrieval.resources import set_threads  # noqa: E402
 from retrieval.train.loop import forward_loss  # noqa: E402
 
 SETUPS = {  # name: (channels_last, amp, num_workers)
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-steps", type=int, default=6)
     args = ap.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)
     if args.images < (args.train_steps + 1) * args.batch:
         ap.error("--images must hold (--train-steps + 1) batches")
     results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),

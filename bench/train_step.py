@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from retrieval.data.loaders import ImageDataset, make_loader, train_transform  #
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
 from retrieval.train.optim import param_groups  # noqa: E402
-from retrieval.resources import keep_freed_memory  # noqa: E402
+from retrieval.resources import keep_freed_memory, set_threads, usable_cores  # noqa: E402
 from speed import make_images  # noqa: E402  (bench/speed.py: this script's folder is on sys.path)
 
 VARIANTS = {  # name: (optimiser implementation, flush denormals, amp)
@@ -150,7 +149,7 @@ def measure(args) -> dict:
     """This process's figures: every variant at every size, the loader alone."""
     if args.allocator == "keep_freed_memory" and not keep_freed_memory():
         raise SystemExit("keep_freed_memory: no glibc mallopt here")
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)
     steps = {v: Step(v, args.classes) for v in args.variants}
     out = {}
     for size in args.sizes:
@@ -194,7 +193,7 @@ def main(argv=None) -> None:
     for r in range(args.rounds):
         for a in (ALLOCATORS if r % 2 == 0 else ALLOCATORS[::-1]):
             runs[a].append(child(args, a))
-    result = {"machine": platform.processor() or platform.machine(), "threads": os.cpu_count(),
+    result = {"machine": platform.processor() or platform.machine(), "threads": usable_cores(),
               "torch": torch.__version__, "batch": args.batch, "classes": args.classes, "rounds": args.rounds,
               "allocators": {a: best_of(rs) for a, rs in runs.items()}}
     for a, sizes in result["allocators"].items():
