@@ -88,8 +88,9 @@ class TrainParams(Section):
     image_size: int = Field(192, ge=32)
     val_image_size: int = Field(224, ge=32)
     batch_size: int = Field(32, ge=2)
-    lr: float = Field(1e-3, gt=0.0)  # the neck (and GeM's p)
+    lr: float = Field(1e-3, gt=0.0)  # the base rate: the backbone's and the neck's are lr x their scale
     backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # backbone lr = lr x this
+    neck_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # neck (and GeM's p) lr = lr x this
     layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each backbone stage below the last: lr x this once more
     head_warmup_epochs: int = Field(0, ge=0)  # first epochs with the whole backbone frozen (neck and head only)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: validate and keep an EMA of the weights (per step)
