@@ -157,6 +157,8 @@ class ExtractParams(Section):
     # PCA whitening to this dimension, learned on the fold's training-class images (never on
     # test or validation images); 0 = off
     whiten_dim: int = Field(512, ge=0)
+    # eigenvalue exponent of the whitening: 1 whitens fully, 0.5 halfway (standard deviations to their square root)
+    whiten_power: float = Field(0.5, gt=0.0, le=1.0)
     num_workers: int = Field(1, ge=0)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA or a CPU with AVX-512 BF16 / AMX
     # several backbones (model.backbone a list): one weight per backbone for the weighted

@@ -10,7 +10,7 @@ Writes  ``--query``, ``--reference`` (test sets) and ``--valid`` (the fold's val
 Keeps   with ``--resume-dir`` and extract.shard_size > 0: the finished shards of embeddings
         (checkpoints/extract/fold{k}, outside DVC's outputs), so a killed run continues; deleted
         once the outputs are written; held by one run at a time (a second is refused)
-Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim; member_weights
+Params  data.root, extract (image_size, scales and flip_tta for TTA, whiten_dim and whiten_power; member_weights
         and member_weight_step for several backbones; an undecodable test image is an error;
         with extract.bad_query: empty an undecodable query keeps a zero row and is listed in
         the query file's meta)

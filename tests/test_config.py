@@ -85,6 +85,8 @@ def test_library_function_defaults_are_the_params_yaml_values():
     ({"extract": {"scales": []}}, "extract.scales"),
     ({"extract": {"scales": [1.0, -1.0]}}, "extract.scales"),
     ({"extract": {"whiten_dim": 1024}}, "extract.whiten_dim"),
+    ({"extract": {"whiten_power": 0}}, "extract.whiten_power"),
+    ({"extract": {"whiten_power": 1.5}}, "extract.whiten_power"),
     ({"model": {"head": "softmax"}}, "model.head"),
     ({"rerank": {"qe": {"alpha": -1}}}, "rerank.qe.alpha"),
     ({"rerank": {"steps": ["qe", "qe"]}}, "rerank.steps: a step may appear once"),

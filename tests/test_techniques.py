@@ -28,6 +28,18 @@ def test_whitening_golden():
     np.testing.assert_allclose(apply_whitening(x[:1], mean, proj), [[1, 0]], atol=1e-6)
 
 
+def test_whitening_power_half_takes_each_deviation_to_its_square_root():
+    # the golden set above: variances 8/3 and 2/3, so power 0.5 scales by (8/3) ** -1/4 and
+    # (2/3) ** -1/4, and the projected standard deviations become (8/3) ** 1/4 and (2/3) ** 1/4
+    x = np.array([[3, 1], [-1, 1], [1, 2], [1, 0]], dtype=np.float64)
+    _, proj = fit_pca_whitening(x, 2, shrink=0.0, power=0.5)
+    np.testing.assert_allclose(proj, [[(8 / 3) ** -0.25, 0], [0, (2 / 3) ** -0.25]], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.std((x - x.mean(0)) @ proj, axis=0, ddof=1), [(8 / 3) ** 0.25, (2 / 3) ** 0.25], rtol=1e-6)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="power"):
+            fit_pca_whitening(x, 2, power=bad)
+
+
 def test_whitening_gives_unit_covariance_and_fixes_signs():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 5.0

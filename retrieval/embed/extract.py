@@ -85,7 +85,7 @@ def _fit_whitening(xp: ExtractParams, fold: int, train_images: list[str], member
                     "covariance of rank %d at most", fold, xp.whiten_dim, dim, len(train_images), dim)
     log.info("fold %d%s: PCA whitening to %d dims learned on %d training-class images",
              fold, member.tag, dim, len(train_images))
-    return fit_pca_whitening(emb, dim), dim
+    return fit_pca_whitening(emb, dim, power=xp.whiten_power), dim
 
 
 def _set_blocks(members: list[_Member], whitenings: list, dims: list[int], df: pd.DataFrame, name: str,
@@ -145,7 +145,7 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
             "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
             "scales": list(xp.scales), "amp": xp.amp,
             # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
-            "whiten_dim": dims[0] if whitenings[0] is not None else 0}
+            "whiten_dim": dims[0] if whitenings[0] is not None else 0, "whiten_power": xp.whiten_power}
     feats = {name: Features(df[ID], concat_weighted(blocks[name], weights), df.get(LABEL), df.get(ROLE),
                             {**info, **({"empty_queries": empty} if name == "query" else {})})
              for name, df in sets.items()}

@@ -16,13 +16,16 @@ from retrieval.embed.feature_file import l2_normalise
 from retrieval.io import UNREADABLE_NPZ, InputError, save_npz
 
 
-def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and projection [D, dim] that whiten ``x``'s top ``dim`` principal components.
 
-    The projection is ``V[:, :dim] / sqrt(lambda + shrink * lambda_max)``: the eigenvectors of
-    the covariance, largest first, scaled so that each projected component has unit variance
-    (up to ``shrink``, which keeps near-zero directions from exploding). Each eigenvector's
-    sign is fixed (largest |entry| positive), so the result does not depend on the solver.
+    The projection is ``V[:, :dim] * (lambda + shrink * lambda_max) ** (-power / 2)``: the
+    eigenvectors of the covariance, largest first, scaled so that with ``power`` 1 each
+    projected component has unit variance (up to ``shrink``, which keeps near-zero directions
+    from exploding); a ``power`` below 1 whitens part of the way (0.5: each component's
+    standard deviation becomes the square root of what it was), so the directions that the
+    training classes hardly use are raised less. Each eigenvector's sign is fixed (largest
+    |entry| positive), so the result does not depend on the solver.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
@@ -30,6 +33,8 @@ def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np
         raise ValueError(f"whitening dim {dim} must be in 1..{d}")
     if n < 2:
         raise ValueError(f"whitening needs at least 2 vectors, got {n}")
+    if not 0.0 < power <= 1.0:
+        raise ValueError(f"whitening power {power} must be in (0, 1]")
     mean = x.mean(axis=0)
     cov = (x - mean).T @ (x - mean) / (n - 1)
     eigval, eigvec = np.linalg.eigh(cov)  # ascending
@@ -37,7 +42,7 @@ def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3) -> tuple[np
     eigval, eigvec = np.clip(eigval[order], 0.0, None), eigvec[:, order]
     signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(dim)])
     eigvec = eigvec * np.where(signs == 0, 1.0, signs)
-    proj = eigvec / np.sqrt(eigval + shrink * max(eigval.max(), 1e-12))
+    proj = eigvec * (eigval + shrink * max(eigval.max(), 1e-12)) ** (-power / 2)
     return mean.astype(np.float32), proj.astype(np.float32)
 
 
