@@ -200,7 +200,7 @@ class KReciprocalParams(Section):
 
 class DiffusionParams(Section):
     k: int = Field(15, ge=1)  # neighbours per reference in the graph
-    alpha: float = Field(0.99, gt=0.0, lt=1.0)
+    alpha: float = Field(0.97, gt=0.0, lt=1.0)
     gamma: float = Field(3.0, gt=0.0)
     query_k: int = Field(5, ge=1)  # references a query starts the diffusion from
 

@@ -19,7 +19,7 @@ from retrieval.rank.topk import drop_self, topk_indices, topk_indices_by
 from retrieval.resources import usable_cores
 
 
-def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: float = 0.99,
+def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: float = 0.97,
               gamma: float = 3.0, top_k: int = 1000, query_k: int = 5, tol: float = 1e-6,
               maxiter: int = 20, *, dtype=np.float32, block: int = 64,
               n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
