@@ -109,7 +109,7 @@ class TrainParams(Section):
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
     freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
-    num_workers: int = Field(1, ge=0)  # DataLoader worker processes
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes (0: decode in the main process)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU (its bf16 backward is slower)
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores
@@ -159,7 +159,7 @@ class ExtractParams(Section):
     whiten_dim: int = Field(512, ge=0)
     # eigenvalue exponent of the whitening: 1 whitens fully, 0.5 halfway (standard deviations to their square root)
     whiten_power: float = Field(0.5, gt=0.0, le=1.0)
-    num_workers: int = Field(1, ge=0)
+    num_workers: int = Field(0, ge=0)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA or a CPU with AVX-512 BF16 / AMX
     # several backbones (model.backbone a list): one weight per backbone for the weighted
     # concatenation of their embeddings, or null: chosen on the fold's validation images
