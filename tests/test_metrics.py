@@ -92,6 +92,31 @@ def test_topk_shapes_and_input_checks():
         topk_indices(np.zeros((2, 2)), -1)
 
 
+def test_topk_float32_path_matches_partition_path_and_naive():
+    # float32 rows take the sampled-threshold path; float64 ones the partition path: same rule
+    rng = np.random.default_rng(2)
+    for n_rows, n_cols, k in ((7, 3000, 1000), (5, 400, 37), (3, 50, 50), (4, 2000, 1)):
+        scores = rng.standard_normal((n_rows, n_cols)).astype(np.float32)
+        scores[1] = np.round(scores[1], 1)  # ties at every rank, the k-th place included
+        scores[2, ::3] = -0.0  # equal to +0.0: ties by the lower index across the two zeros
+        scores[2, 1::3] = 0.0
+        got = topk_indices(scores, k)
+        np.testing.assert_array_equal(got, topk_indices(scores.astype(np.float64), k))
+        np.testing.assert_array_equal(got[1:3], naive_topk(scores[1:3], k))
+
+
+def test_topk_float32_when_the_sample_guesses_too_high():
+    # every sampled column (0, 25, 50, ...) holds a row's highest scores, so the sampled
+    # threshold admits fewer than k columns and the exact k-th value must be taken instead
+    scores = np.zeros((2, 5000), np.float32)
+    scores[:, ::25] = 1.0
+    scores[1, 7] = np.inf
+    scores[0, 3] = -np.inf
+    want = naive_topk(scores, 1000)
+    np.testing.assert_array_equal(topk_indices(scores, 1000), want)
+    assert want[1, 0] == 7 and set(want[0, :200]) == set(range(0, 5000, 25))  # the test can fail
+
+
 def naive_rows_best_first(scores, ids):
     order = [sorted(range(len(s)), key=lambda j: (-s[j], i[j])) for s, i in zip(scores, ids)]
     return (np.array([s[o] for s, o in zip(scores, order)]), np.array([i[o] for i, o in zip(ids, order)]))

@@ -1,19 +1,25 @@
-"""Nearest-neighbour search by inner product (cosine on L2-normalised rows) with faiss.
+"""Nearest-neighbour search by inner product (cosine on L2-normalised rows).
 
-:func:`knn` is exact (``IndexFlatIP``). :func:`build_index` and :func:`search` add the
-approximate indexes for galleries beyond what exact search serves: HNSW (``IndexHNSWFlat``)
-and IVF with product quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
+:func:`knn` is exact by default (:func:`exact_knn`: blocks of the dense product, each row's
+top k by :func:`retrieval.rank.topk.topk_indices`, on every usable core). :func:`build_index`
+and :func:`search` give faiss's indexes: ``IndexFlatIP``, and the approximate ones for
+galleries beyond what exact search serves, HNSW (``IndexHNSWFlat``) and IVF with product
+quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
 :func:`validation_map` scores exact search on a validation set (its queries against its references).
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
 
 from retrieval.metrics import per_query_metrics, summarise
-from retrieval.rank.topk import rows_best_first
+from retrieval.rank.topk import rows_best_first, topk_indices
+from retrieval.resources import usable_cores
+
+BLOCK_BYTES = 64 << 20  # exact_knn: the score block of a batch of queries (its rows x N float32)
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -32,11 +38,12 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[
     """Top-``k`` database rows for each query by inner product, best first.
 
     Returns ``(scores, indices)``, both [Q, min(k, N)]; scores float32, indices int64.
-    Equal scores inside a returned list are ordered by the lower database index (faiss does
-    not promise an order among ties); which of several tied items at the k-th place makes the
-    list is faiss' choice. ``index`` (:class:`retrieval.config.IndexParams`, or None for exact)
-    selects an approximate index, built on ``database`` for this call; an approximate list
-    may hold fewer than k results, padded with index -1 and score -inf.
+    Exact search (``index`` None or of kind ``exact``) is :func:`exact_knn`: equal scores by
+    the lower database index, at the k-th place too. ``index``
+    (:class:`retrieval.config.IndexParams`) may select an approximate faiss index, built on
+    ``database`` for this call; its lists are ordered by the same rule, may hold fewer than k
+    results (padded with index -1 and score -inf), and which of several tied items at the k-th
+    place makes them is faiss' choice.
     """
     queries, database = _f32(queries), _f32(database)
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
@@ -44,7 +51,41 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[
     k = min(k, len(database))
     if k == 0 or len(queries) == 0:
         return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+    if index is None or index.kind == "exact":
+        return exact_knn(queries, database, k)
     return search(build_index(database, index), queries, k)
+
+
+def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | None = None,
+              block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product: ``queries @ database.T`` in blocks of queries into one
+    reused buffer (float32 BLAS), each block's rows ranked by :func:`topk_indices` (its tie
+    rule) in ``threads`` slices at once (default: the usable cores). Inputs as :func:`knn`'s,
+    ``0 < k <= N``; non-finite values are refused (they would make NaN scores)."""
+    queries, database = _f32(queries), _f32(database)
+    if not (np.isfinite(queries).all() and np.isfinite(database).all()):
+        raise ValueError("queries or database hold NaN or infinite values")
+    n_q, n = len(queries), len(database)
+    rows = int(min(n_q, max(1, block_bytes // (4 * n))))
+    buf = np.empty((rows, n), np.float32)
+    out_s, out_i = np.empty((n_q, k), np.float32), np.empty((n_q, k), np.int64)
+    workers = max(1, min(threads or usable_cores(), rows))
+    with ThreadPoolExecutor(workers) as pool:
+        for a in range(0, n_q, rows):
+            block = buf[: min(rows, n_q - a)]
+            np.matmul(queries[a : a + len(block)], database.T, out=block)
+            idx = _block_topk(pool, workers, block, k)
+            out_i[a : a + len(block)] = idx
+            out_s[a : a + len(block)] = np.take_along_axis(block, idx, 1)
+    return out_s, out_i
+
+
+def _block_topk(pool: ThreadPoolExecutor, workers: int, block: np.ndarray, k: int) -> np.ndarray:
+    """:func:`topk_indices` of a score block, its rows cut into ``workers`` slices ranked at once
+    (numpy releases the GIL in the comparisons and sorts)."""
+    bounds = np.linspace(0, len(block), workers + 1).astype(int)
+    parts = pool.map(lambda ab: topk_indices(block[ab[0] : ab[1]], k), zip(bounds[:-1], bounds[1:]))
+    return np.concatenate(list(parts))
 
 
 def build_index(database: np.ndarray, p=None) -> faiss.Index:

@@ -9,6 +9,7 @@ itself.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, n_cols)
     if k == 0:
         return np.empty((n_rows, 0), dtype=np.int64)
+    if scores.dtype == np.float32 and n_rows and n_cols < 2**32:
+        return _topk_float32(scores, k)
     chosen = _topk_columns_ascending(scores, k)
     order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
     return np.take_along_axis(chosen, order, axis=1)
@@ -54,6 +57,56 @@ def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
     room = k - above.sum(axis=1, keepdims=True)
     take = above | (at & (np.cumsum(at, axis=1) <= room))
     return np.nonzero(take)[1].reshape(scores.shape[0], k)
+
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def _topk_float32(scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`topk_indices` of float32 scores without NaN (``0 < k <= N``): each row's scores
+    at or above a threshold no higher than its k-th largest (:func:`_sample_threshold`), packed
+    with their columns into keys (:func:`_packed_keys`) and sorted; the last k keys, read
+    backwards, are the row's top k by the tie rule."""
+    n_rows, n_cols = scores.shape
+    threshold = _sample_threshold(scores, k)
+    flat, counts = _at_or_above(scores, threshold)
+    short = np.flatnonzero(counts < k)  # the sample guessed too high: the exact k-th value
+    if len(short):
+        threshold[short] = np.partition(scores[short], n_cols - k, axis=1)[:, n_cols - k]
+        flat, counts = _at_or_above(scores, threshold)
+    rows, cols = np.divmod(flat, n_cols)
+    keys = np.zeros((n_rows, counts.max()), np.uint64)  # padding sorts first
+    keys[rows, np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)] = \
+        _packed_keys(np.take(scores, flat), cols)
+    keys.sort(axis=1)
+    return (_LOW32 - (keys[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
+
+
+def _at_or_above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (row-major, ascending) of the scores at or above their row's threshold,
+    and each row's count of them."""
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    return flat, np.bincount(flat // scores.shape[1], minlength=len(scores))
+
+
+def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, a value that about ``k + 3 sqrt(k)`` of its scores reach: the matching rank of
+    every ``k // 40``-th column (about 40 n / k columns), so that the exact k-th value is rarely
+    above it. Never wrong, only slow when it is: :func:`_topk_float32` checks the count."""
+    n_cols = scores.shape[1]
+    sample = scores[:, :: max(1, k // 40)]
+    m = sample.shape[1]
+    expected = k * m / n_cols
+    rank = min(m, math.ceil(expected + 3 * math.sqrt(expected)) + 1)
+    return np.partition(sample, m - rank, axis=1)[:, m - rank]
+
+
+def _packed_keys(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """uint64 keys whose ascending order is (value ascending, column descending): the float32
+    bits made order-preserving (-0.0 read as +0.0, equal to it) over the complement of the column."""
+    bits = (values.astype(np.float32) + np.float32(0)).view(np.uint32)
+    ordered = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    return (ordered << np.uint64(32)) | (_LOW32 - cols.astype(np.uint64))
 
 
 def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:

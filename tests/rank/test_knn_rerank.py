@@ -1,4 +1,5 @@
-"""faiss search, alpha-QE, DBA and rank fusion against naive numpy versions and golden cases."""
+"""Exact search (blocked products, faiss), alpha-QE, DBA and rank fusion against naive numpy versions and golden cases."""
+import faiss
 import numpy as np
 import pytest
 
@@ -6,7 +7,7 @@ from retrieval.config import QEParams, RerankParams
 from retrieval.metrics import retrieval_metrics
 from retrieval.rank.expansion import alpha_qe, dba, expand
 from retrieval.rank.fold_fusion import fuse_rankings
-from retrieval.rank.knn import knn
+from retrieval.rank.knn import exact_knn, knn
 from retrieval.rank.rerank import rank
 
 
@@ -45,6 +46,41 @@ def test_knn_ties_keep_lower_index():
     d = unit(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
     _, i = knn(d[:1], d, 3)
     assert i.tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("threads,block_bytes", [(1, 1 << 30), (2, 4 * 50 * 7), (3, 4 * 50)])
+def test_exact_knn_in_blocks_and_threads_matches_naive(data, threads, block_bytes):
+    # one block; blocks of 7 queries (the last one short); one query a block, more threads than rows
+    q, d = data
+    s, i = exact_knn(q, d, 9, threads=threads, block_bytes=block_bytes)
+    ns, ni = naive_knn(q, d, 9)
+    np.testing.assert_array_equal(i, ni)
+    np.testing.assert_allclose(s, ns, atol=1e-6)
+
+
+def test_exact_knn_tie_at_the_kth_place_takes_the_lower_index():
+    d = np.array([[0.5, 0], [1, 0], [0.5, 0], [0.5, 0], [0, 1]], np.float32)  # scores 0.5, 1, 0.5, 0.5, 0
+    s, i = exact_knn(np.array([[1, 0]], np.float32), d, 3, block_bytes=4)
+    assert i.tolist() == [[1, 0, 2]] and s.tolist() == [[1.0, 0.5, 0.5]]
+
+
+def test_exact_knn_agrees_with_faiss_flat_index():
+    rng = np.random.default_rng(3)
+    q, d = unit(rng.normal(size=(40, 32))), unit(rng.normal(size=(3000, 32)))
+    index = faiss.IndexFlatIP(32)
+    index.add(d)
+    fs, fi = index.search(q, 1000)
+    s, i = exact_knn(q, d, 1000, threads=2)
+    np.testing.assert_allclose(s, fs, atol=1e-5)
+    assert (i == fi).mean() > 0.99  # float sums in another order may swap near-equal scores
+
+
+def test_exact_knn_refuses_non_finite_input(data):
+    q, d = data
+    q = q.copy()
+    q[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        exact_knn(q, d, 5)
 
 
 def naive_qe(q, d, k, alpha):
