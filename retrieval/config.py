@@ -103,6 +103,9 @@ class TrainParams(Section):
     # a mix replaces the best epoch only if above it in this share of paired bootstrap resamples
     # of the validation queries (0: whenever its mAP@1000 is higher)
     wise_confidence: float = Field(0.95, ge=0.0, lt=1.0)
+    # > 0: if the first epoch that trains the backbone validates below epoch 0, training restarts
+    # from the pretrained weights with lr x this (once); 0 = off
+    lr_backoff: float = Field(0.0, ge=0.0, lt=1.0)
     head_lr: float = Field(1e-2, gt=0.0)  # margin head's class centres
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)

@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
 from retrieval.train.optim import EMA, PullToStart, group_schedules, interpolate, param_groups, set_backbone_frozen
 from retrieval.resources import keep_freed_memory, set_threads
 from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, run_fingerprint, save_resume_state,
-                                    set_rng_state)
+                                    set_rng_state, state_fingerprint)
 
 log = logging.getLogger(__name__)
 VAL_MAP, VAL_P1 = f"val_{MAP}", f"val_{P1}"  # history and metrics columns
@@ -129,6 +129,7 @@ class Progress:
     best: dict
     best_state: dict
     start_state: dict
+    notes: dict = field(default_factory=dict)  # entries for the metrics that a resume must keep (lr_backoff)
 
     def keep_if_best(self, epoch: int, m: dict, weights, **extra) -> None:
         """Make ``m`` (validation figures of ``epoch``) the best if its mAP@1000 is higher;
@@ -210,13 +211,54 @@ def _remove_states(state_dirs: list[Path | None], resume_dir: str | Path | None)
 def _train_member(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None,
                   interrupts: Interrupts, steps_before: int = 0, d: Dist = Dist()) -> MemberResult:
     """One backbone's run; writes only the resume state. ``steps_before`` (the steps of the
-    backbones trained before it) only offsets the test hook's step count."""
+    backbones trained before it) only offsets the test hook's step count.
+
+    With ``train.lr_backoff``, a run whose first backbone epoch validates below epoch 0 is
+    abandoned and trained again from the start at ``lr x lr_backoff`` (:func:`backed_off`); a
+    killed run that had backed off resumes the lower rate's run."""
+    lower = backed_off(params)
+    if lower is not None and _has_state(lower, folds, root, fold, resume_dir):
+        return _attempt(lower, folds, root, fold, resume_dir, interrupts, steps_before, d, None)
+    result = _attempt(params, folds, root, fold, resume_dir, interrupts, steps_before, d, lower)
+    if isinstance(result, MemberResult):
+        return result
+    note = {"abandoned_epoch": result["epoch"], f"abandoned_{VAL_MAP}": result["val"], "lr": lower.train.lr}
+    log.warning("fold %d %s: epoch %d validated at mAP@1000 %.4f, below the pretrained model's %.4f: the learning "
+                "rate is too high for these images; training again from the start at lr %g (train.lr_backoff)",
+                fold, params.model.backbone, result["epoch"], result["val"], result["epoch0"], lower.train.lr)
+    return _attempt(lower, folds, root, fold, resume_dir, interrupts, steps_before, d, None, {"lr_backoff": note})
+
+
+def backed_off(params: Params) -> Params | None:
+    """``params`` with ``train.lr`` x ``train.lr_backoff`` and the backoff spent; None when off
+    or when no epoch would train the backbone."""
+    tp = params.train
+    if not tp.lr_backoff or tp.epochs <= tp.head_warmup_epochs:
+        return None
+    return params.model_copy(update={"train": tp.model_copy(update={"lr": tp.lr * tp.lr_backoff, "lr_backoff": 0.0})})
+
+
+def _has_state(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None) -> bool:
+    """Whether ``resume_dir`` holds a state of the run ``params`` describe (checked quietly)."""
+    path = Path(resume_dir) / STATE_FILE if resume_dir is not None else None
+    if path is None or not path.is_file():
+        return False
+    train_df, valid_df = fold_parts(folds, fold)
+    return state_fingerprint(path) == run_fingerprint(params, fold, root, train_df, valid_df)
+
+
+def _attempt(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None,
+             interrupts: Interrupts, steps_before: int, d: Dist, lower: Params | None,
+             notes: dict | None = None) -> MemberResult | dict:
+    """The run of :func:`_train_member`; with ``lower`` (a backoff to come), the abandoned
+    epoch's record (``epoch``, ``val``, ``epoch0``) instead of a result when it validates below
+    epoch 0. ``notes`` go into the metrics (and the resume state, for a resumed run's metrics)."""
     tp = params.train
     run = _Run(params, folds, root, fold, d)  # seeded model and loss, the training loader, the optimiser
     state_path = Path(resume_dir) / STATE_FILE if resume_dir is not None else None
     fingerprint = run_fingerprint(params, fold, root, run.train_df, run.valid_df) if state_path else ""
     state = load_resume_state(state_path, fingerprint) if state_path else None
-    progress = run.resume(state, state_path) if state is not None else run.start(interrupts)
+    progress = run.resume(state, state_path) if state is not None else run.start(interrupts, notes or {})
     del state
     step = progress.epoch * run.steps_per_epoch
     bar = tqdm(total=tp.epochs, initial=progress.epoch, desc=f"fold {fold} {params.model.backbone}", unit="epoch",
@@ -231,6 +273,10 @@ def _train_member(params: Params, folds: pd.DataFrame, root: str, fold: int, res
         progress.history.append(row)
         bar.update(1)
         bar.set_postfix({"val mAP@1000": f"{m[MAP]:.4f}", "best": f"{max(progress.best[MAP], m[MAP]):.4f}"})
+        epoch0 = progress.history[0][VAL_MAP]
+        if lower is not None and epoch == tp.head_warmup_epochs + 1 and m[MAP] < epoch0:
+            bar.close()
+            return {"epoch": epoch, "val": float(m[MAP]), "epoch0": float(epoch0)}
         progress.keep_if_best(epoch, m, lambda: cpu_copy(run.shown.state_dict()))
         progress.epoch = epoch
         if state_path is not None and d.main:
@@ -316,7 +362,7 @@ class _Run:
                      tp.num_workers, tp.amp) if self.d.main else None
         return broadcast(m, self.d)
 
-    def start(self, interrupts: Interrupts) -> Progress:
+    def start(self, interrupts: Interrupts, notes: dict) -> Progress:
         """Epoch 0: the pretrained model, validated, the reference point and the first best."""
         m0 = self.validate()
         interrupts.check()
@@ -326,7 +372,7 @@ class _Run:
         weights = cpu_copy(self.shown.state_dict())
         log.info("fold %d %s: %d classes, %d training images, %d validation images; epoch 0 val mAP@1000 %.4f",
                  self.fold, self.backbone, self.n_classes, len(self.ds), len(self.valid_df), m0[MAP])
-        return Progress(0, history, {"epoch": 0, **m0}, weights, weights)
+        return Progress(0, history, {"epoch": 0, **m0}, weights, weights, notes)
 
     def resume(self, state: dict, path: Path) -> Progress:
         """The run as a saved state left it (:meth:`state`)."""
@@ -339,7 +385,7 @@ class _Run:
             self.ema.updates = state["ema_updates"]
         set_rng_state(state["rng"], self.loader.generator)
         progress = Progress(int(state["epoch"]), state["history"], state["best"], state["best_state"],
-                            state["start_state"])
+                            state["start_state"], state.get("notes", {}))
         log.info("fold %d %s: resuming from %s after epoch %d of %d (best so far: epoch %d, val mAP@1000 %.4f)",
                  self.fold, self.backbone, path, progress.epoch, self.tp.epochs, progress.best["epoch"],
                  progress.best[MAP])
@@ -452,6 +498,6 @@ class _Run:
             "train_images": int(len(self.ds)), "train_classes": int(self.n_classes),
             "valid_images": int(len(self.valid_df)),
             "train_img_per_s": float(trained["train_img_per_s"].mean()) if len(trained) else 0.0,
-            "seconds": float(hist["seconds"].sum()),
+            "seconds": float(hist["seconds"].sum()), **progress.notes,
         }
         return MemberResult(progress.best_state, meta, hist, metrics, steps)

@@ -111,10 +111,19 @@ def load_resume_state(path: Path, fingerprint: str) -> dict | None:
     return state
 
 
+def state_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the state saved at ``path`` (None if it cannot be read)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: no run's state
+        return None
+    return state.get("fingerprint") if isinstance(state, dict) and state.get("version") == STATE_VERSION else None
+
+
 def save_resume_state(path: Path, fingerprint: str, progress, state: dict) -> None:
     """Write the state after ``progress.epoch`` atomically: the progress (history, best record and
     weights, start weights), ``state`` (modules, optimiser, RNG) and the run's fingerprint."""
     with atomic_path(path) as tmp:
         save_torch({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": progress.epoch,
                     "history": progress.history, "best": progress.best, "best_state": progress.best_state,
-                    "start_state": progress.start_state, **state}, tmp)
+                    "start_state": progress.start_state, "notes": progress.notes, **state}, tmp)

@@ -105,6 +105,7 @@ def test_ema_golden_with_its_decay_ramp():
     ({"train": {"l2sp_decay": -1.0}}, "train.l2sp_decay"),
     ({"train": {"lr": 1e-2, "l2sp_decay": 101.0}}, "train.l2sp_decay"),  # 1.01 of the way: past the start
     ({"train": {"wise_alphas": [0.5, 1.0]}}, "train.wise_alphas"),
+    ({"train": {"lr_backoff": 1.0}}, "train.lr_backoff"),
 ])
 def test_bad_recipe_params_are_refused(raw, needle):
     from retrieval.io import InputError
@@ -284,3 +285,59 @@ def test_l2sp_all_the_way_keeps_the_backbone_at_its_start(tiny, tmp_path, monkey
     weights = [k for k in start if k.startswith("backbone.") and k in names and names[k].requires_grad]
     assert weights and all(torch.equal(end[k], start[k]) for k in weights)
     assert not torch.equal(end["neck.0.weight"], start["neck.0.weight"])
+
+
+def _run_with_scores(p, folds, root, monkeypatch, scores, name, resume_dir=None):
+    it = iter(scores)
+
+    def evaluate(*a, **k):
+        score = next(it, None)
+        if score is None:
+            raise RuntimeError("killed")  # a run that dies before this validation
+        return {"map@1000": score, "p@1": 1.0}
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+    metrics = train_fold(p, folds, str(root), 0, root / f"{name}.pt", root / f"{name}.csv", resume_dir)
+    return metrics, torch.load(root / f"{name}.pt", weights_only=False)["state_dict"], pd.read_csv(root / f"{name}.csv")
+
+
+def test_lr_backoff_trains_again_from_the_start_at_the_lower_rate(tiny, tmp_path, monkeypatch, caplog):
+    """Epoch 1 validates below epoch 0 (0.5 < 0.9): the run starts again at lr x 0.1, and what it
+    keeps is exactly what a run at that rate from the start keeps."""
+    folds = _tiny_folds(tmp_path)
+    base = {**tiny, "train": {**tiny["train"], "wise_alphas": []}}
+    p = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1}})
+    with caplog.at_level(logging.WARNING, logger="retrieval.train"):
+        metrics, saved, hist = _run_with_scores(p, folds, tmp_path, monkeypatch, [0.9, 0.5, 0.9, 0.95, 0.97], "b")
+    lower = p.train.lr * 0.1
+    assert metrics["lr_backoff"] == {"abandoned_epoch": 1, "abandoned_val_map@1000": 0.5, "lr": pytest.approx(lower)}
+    assert metrics["best_epoch"] == 2 and "training again from the start" in caplog.text
+    assert hist["epoch"].tolist() == [0, 1, 2] and hist["val_map@1000"].tolist() == [0.9, 0.95, 0.97]
+    direct = parse_params({**base, "train": {**base["train"], "lr": lower}})
+    m2, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], "d")
+    assert "lr_backoff" not in m2
+    assert all(torch.equal(saved[k], saved2[k]) for k in saved2)
+
+
+def test_lr_backoff_leaves_a_run_that_helps_as_it_is(tiny, tmp_path, monkeypatch):
+    """Epoch 1 above epoch 0: no backoff, and the same weights as with the backoff off."""
+    folds = _tiny_folds(tmp_path)
+    base = {**tiny, "train": {**tiny["train"], "wise_alphas": []}}
+    on = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1}})
+    m1, saved1, _ = _run_with_scores(on, folds, tmp_path, monkeypatch, [0.5, 0.6, 0.55], "on")
+    m2, saved2, _ = _run_with_scores(parse_params(base), folds, tmp_path, monkeypatch, [0.5, 0.6, 0.55], "off")
+    assert "lr_backoff" not in m1 and m1["best_epoch"] == 1
+    assert all(torch.equal(saved1[k], saved2[k]) for k in saved2)
+
+
+def test_a_killed_run_that_had_backed_off_resumes_the_lower_rate(tiny, tmp_path, monkeypatch):
+    """Killed in the lower rate's epoch 2: started again, it resumes that run after its epoch 1
+    (one validation left, not a new start at the first rate) and ends as the uninterrupted run."""
+    folds = _tiny_folds(tmp_path)
+    p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [], "lr_backoff": 0.1}})
+    ref, ref_saved, ref_hist = _run_with_scores(p, folds, tmp_path, monkeypatch, [0.9, 0.5, 0.9, 0.95, 0.97], "ref")
+    with pytest.raises(RuntimeError, match="killed"):
+        _run_with_scores(p, folds, tmp_path, monkeypatch, [0.9, 0.5, 0.9, 0.95], "run", tmp_path / "state")
+    got, saved, hist = _run_with_scores(p, folds, tmp_path, monkeypatch, [0.97], "run", tmp_path / "state")
+    assert got["lr_backoff"] == ref["lr_backoff"] and got["best_epoch"] == 2
+    assert hist["train_loss"].tolist()[1:] == ref_hist["train_loss"].tolist()[1:]
+    assert all(torch.equal(saved[k], ref_saved[k]) for k in ref_saved)
