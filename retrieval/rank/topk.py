@@ -104,9 +104,9 @@ def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
 def _packed_keys(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """uint64 keys whose ascending order is (value ascending, column descending): the float32
     bits made order-preserving (-0.0 read as +0.0, equal to it) over the complement of the column."""
-    bits = (values.astype(np.float32) + np.float32(0)).view(np.uint32)
-    ordered = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    return (ordered << np.uint64(32)) | (_LOW32 - cols.astype(np.uint64))
+    bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)
+    ordered = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).view(np.uint32) ^ np.uint32(0x80000000)
+    return (ordered.astype(np.uint64) << np.uint64(32)) | (_LOW32 - cols.astype(np.uint64))
 
 
 def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:
