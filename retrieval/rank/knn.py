@@ -1,7 +1,7 @@
 """Nearest-neighbour search by inner product (cosine on L2-normalised rows).
 
 :func:`knn` is exact by default (:func:`exact_knn`: blocks of the dense product, each row's
-top k by :func:`retrieval.rank.topk.topk_indices`, on every usable core). :func:`build_index`
+top k by :func:`retrieval.rank.topk.topk_indices`, a worker a core). :func:`build_index`
 and :func:`search` give faiss's indexes: ``IndexFlatIP``, and the approximate ones for
 galleries beyond what exact search serves, HNSW (``IndexHNSWFlat``) and IVF with product
 quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from retrieval.metrics import per_query_metrics, summarise
 from retrieval.rank.topk import rows_best_first, topk_indices
@@ -58,34 +59,36 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[
 
 def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | None = None,
               block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by inner product: ``queries @ database.T`` in blocks of queries into one
-    reused buffer (float32 BLAS), each block's rows ranked by :func:`topk_indices` (its tie
-    rule) in ``threads`` slices at once (default: the usable cores). Inputs as :func:`knn`'s,
-    ``0 < k <= N``; non-finite values are refused (they would make NaN scores)."""
+    """Exact top-``k`` by inner product: blocks of queries, each block's ``block @ database.T``
+    (float32 BLAS) into a reused buffer and its rows ranked by :func:`topk_indices` (its tie
+    rule). ``threads`` workers (default: the usable cores) take every ``threads``-th block, each
+    with one BLAS thread, so that one's ranking overlaps another's product. Inputs as
+    :func:`knn`'s, ``0 < k <= N``; non-finite values are refused (they would make NaN scores)."""
     queries, database = _f32(queries), _f32(database)
     if not (np.isfinite(queries).all() and np.isfinite(database).all()):
         raise ValueError("queries or database hold NaN or infinite values")
     n_q, n = len(queries), len(database)
-    rows = int(min(n_q, max(1, block_bytes // (4 * n))))
-    buf = np.empty((rows, n), np.float32)
-    out_s, out_i = np.empty((n_q, k), np.float32), np.empty((n_q, k), np.int64)
-    workers = max(1, min(threads or usable_cores(), rows))
-    with ThreadPoolExecutor(workers) as pool:
-        for a in range(0, n_q, rows):
-            block = buf[: min(rows, n_q - a)]
-            np.matmul(queries[a : a + len(block)], database.T, out=block)
-            idx = _block_topk(pool, workers, block, k)
-            out_i[a : a + len(block)] = idx
-            out_s[a : a + len(block)] = np.take_along_axis(block, idx, 1)
-    return out_s, out_i
+    workers = max(1, min(threads or usable_cores(), n_q))
+    rows = int(max(1, min(block_bytes // (4 * n), math.ceil(n_q / workers))))
+    starts = list(range(0, n_q, rows))
+    out = np.empty((n_q, k), np.float32), np.empty((n_q, k), np.int64)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda w: _search_blocks(queries, database, starts[w::workers], rows, out), range(workers)))
+    return out
 
 
-def _block_topk(pool: ThreadPoolExecutor, workers: int, block: np.ndarray, k: int) -> np.ndarray:
-    """:func:`topk_indices` of a score block, its rows cut into ``workers`` slices ranked at once
-    (numpy releases the GIL in the comparisons and sorts)."""
-    bounds = np.linspace(0, len(block), workers + 1).astype(int)
-    parts = pool.map(lambda ab: topk_indices(block[ab[0] : ab[1]], k), zip(bounds[:-1], bounds[1:]))
-    return np.concatenate(list(parts))
+def _search_blocks(queries: np.ndarray, database: np.ndarray, starts: list[int], rows: int,
+                   out: tuple[np.ndarray, np.ndarray]) -> None:
+    """One worker's blocks of :func:`exact_knn`: the rows from each of ``starts``, their product
+    into the worker's own buffer, their top k (``out``'s width) written into ``out``."""
+    scores, indices = out
+    buf = np.empty((rows, len(database)), np.float32)
+    for a in starts:
+        block = buf[: min(rows, len(queries) - a)]
+        np.matmul(queries[a : a + len(block)], database.T, out=block)
+        idx = topk_indices(block, indices.shape[1])
+        indices[a : a + len(block)] = idx
+        scores[a : a + len(block)] = np.take_along_axis(block, idx, 1)
 
 
 def build_index(database: np.ndarray, p=None) -> faiss.Index:
