@@ -68,6 +68,8 @@ def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | 
     if not (np.isfinite(queries).all() and np.isfinite(database).all()):
         raise ValueError("queries or database hold NaN or infinite values")
     n_q, n = len(queries), len(database)
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n} (the database's rows), got {k}")
     workers = max(1, min(threads or usable_cores(), n_q))
     rows = int(max(1, min(block_bytes // (4 * n), math.ceil(n_q / workers))))
     starts = list(range(0, n_q, rows))

@@ -75,6 +75,13 @@ def test_exact_knn_agrees_with_faiss_flat_index():
     assert (i == fi).mean() > 0.99  # float sums in another order may swap near-equal scores
 
 
+@pytest.mark.parametrize("k", [0, 51])
+def test_exact_knn_refuses_k_outside_the_database(data, k):
+    q, d = data  # 50 references
+    with pytest.raises(ValueError, match="k must be in 1..50"):
+        exact_knn(q, d, k)
+
+
 def test_exact_knn_refuses_non_finite_input(data):
     q, d = data
     q = q.copy()
