@@ -6,7 +6,7 @@ that a method's time and peak RSS are its own and not inflated by an earlier one
 * ``matmul_floor_s``: the fair floor of any exact search: the product ``queries @ references.T``
   (float32, numpy/BLAS) computed in blocks of ``--floor-block`` queries into one preallocated
   buffer that every block reuses (no page faults of a fresh 2.6 GB result), with as many BLAS
-  threads as faiss uses for the search (``threads``); one warm-up pass, then the best of
+  threads as exact search has workers (the usable cores: ``threads``); one warm-up pass, then the best of
   ``--floor-repeats`` (5) passes (``matmul_floor_runs_s``: every pass);
 * ``search_s``: :func:`retrieval.rank.knn.knn` with ``k`` (default 1000) as the pipeline runs
   it (the product and the sorted lists included), timed like the floor: one warm-up call, then
@@ -124,9 +124,8 @@ def run_child(method: str, features: str, k: int, block: int = 1024, repeats: in
     del x
     from retrieval.metrics import retrieval_metrics
     from retrieval.rank.knn import knn
-    import faiss
     base = _peak_gb()
-    ranked, extra = None, {"threads": faiss.omp_get_max_threads()}  # the threads knn searches with
+    ranked, extra = None, {"threads": usable_cores()}  # exact search's workers (retrieval.rank.knn.exact_knn)
     t0 = time.perf_counter()
     if method == "floor":
         extra["runs_s"] = matmul_floor(queries, references, block, repeats, extra["threads"])
