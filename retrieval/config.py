@@ -209,7 +209,8 @@ class DiffusionParams(Section):
 
 
 class IndexParams(Section):
-    """The faiss index of the references: exact (default) or approximate for large galleries."""
+    """The search of the references: exact (default; blocked products) or an approximate faiss
+    index for large galleries."""
     kind: Literal["exact", "hnsw", "ivfpq"] = "exact"
     hnsw_m: int = Field(32, ge=4)  # HNSW: links per node
     ef_construction: int = Field(80, ge=8)  # HNSW: candidates while building

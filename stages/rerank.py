@@ -1,4 +1,4 @@
-"""rerank: exact search with faiss, then the re-ranking steps params choose, for one fold.
+"""rerank: exact search (or an approximate faiss index), then the re-ranking steps params choose, for one fold.
 
 Steps (rerank.steps, in order): DBA and alpha-QE on the vectors, then at most one of
 k-reciprocal re-ranking or kNN-graph diffusion.

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from retrieval.rank.knn import knn
 from retrieval.rank.topk import best_first, topk_indices
 
-_MARGIN = 8  # extra neighbours fetched from faiss before the float64 re-sort
+_MARGIN = 8  # extra neighbours fetched by the float32 search before the float64 re-sort
 DECIMALS = 12  # distances are compared after np.round(x, DECIMALS); see docs/kreciprocal.md
 _BLOCK = 1 << 23  # elements of a float64 [chunk, G] similarity block (64 MiB)
 _PAIR_CHUNK = 8192  # pairs per float64 gather-dot
@@ -85,7 +85,7 @@ def _pair_sims(x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray)
 def neighbour_lists(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's first ``min(k, N)`` rows of ``x`` (itself included) by ``(round(2 - 2 s), index)``.
 
-    Returns float64 similarities and int64 indices, both [N, min(k, N)]. faiss (float32) gives
+    Returns float64 similarities and int64 indices, both [N, min(k, N)]. Exact search (float32) gives
     ``k + 8`` candidates; they are re-scored in float64 and re-sorted, so the lists are those of
     the float64 dense ranking unless float32 rounding moved an entry past 8 others.
     """

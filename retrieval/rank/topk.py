@@ -2,7 +2,7 @@
 
 :func:`topk_indices` picks and orders each row's top k of a dense score matrix (ties at the
 k-th place too); :func:`best_first` orders given (score, index) entries by the same rule, for
-lists that come from elsewhere (faiss, a sparse fusion, re-ranking candidates);
+lists that come from elsewhere (a faiss index, a sparse fusion, re-ranking candidates);
 :func:`topk_indices_by` is the two-key version (a primary score, ties by a second score, then
 by index); :func:`drop_self` removes each row's own entry from a kNN list of a set against
 itself.
