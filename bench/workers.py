@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,7 +73,6 @@ def main(argv=None) -> None:
     if args.what:
         print(json.dumps(child(args)))
         return
-    import tempfile
     runs = {what: {w: [] for w in WORKERS} for what in ("extract", "train")}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
