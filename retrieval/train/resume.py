@@ -93,19 +93,25 @@ def set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
     random.setstate(state["python"])
 
 
+def _read_state(path: Path) -> dict | None:
+    """The dict saved at ``path`` if it is a resume state of this format, else None; raises
+    whatever makes the file unreadable."""
+    # weights_only: the state holds tensors and plain Python values only
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if isinstance(state, dict) and state.get("version") == STATE_VERSION else None
+
+
 def load_resume_state(path: Path, fingerprint: str) -> dict | None:
     """The state saved at ``path`` if it belongs to this run (same fingerprint), else None (logged)."""
     if not path.is_file():
         return None
     try:
-        # weights_only: the state holds tensors and plain Python values only
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_state(path)
     except Exception as err:  # noqa: BLE001 - any unreadable state means: start afresh
         log.warning("%s: unreadable resume state (%s: %s); ignored, training from scratch",
                     path, type(err).__name__, err)
         return None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION \
-            or state.get("fingerprint") != fingerprint:
+    if state is None or state.get("fingerprint") != fingerprint:
         log.warning("%s: resume state of other params, data or code; ignored, training from scratch", path)
         return None
     return state
@@ -114,10 +120,10 @@ def load_resume_state(path: Path, fingerprint: str) -> dict | None:
 def state_fingerprint(path: Path) -> str | None:
     """The fingerprint of the state saved at ``path`` (None if it cannot be read)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_state(path)
     except Exception:  # noqa: BLE001 - unreadable: no run's state
         return None
-    return state.get("fingerprint") if isinstance(state, dict) and state.get("version") == STATE_VERSION else None
+    return None if state is None else state.get("fingerprint")
 
 
 def save_resume_state(path: Path, fingerprint: str, progress, state: dict) -> None:
