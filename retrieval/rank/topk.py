@@ -69,12 +69,11 @@ def _topk_float32(scores: np.ndarray, k: int) -> np.ndarray:
     backwards, are the row's top k by the tie rule."""
     n_rows, n_cols = scores.shape
     threshold = _sample_threshold(scores, k)
-    flat, counts = _at_or_above(scores, threshold)
+    flat, rows, cols, counts = _at_or_above(scores, threshold)
     short = np.flatnonzero(counts < k)  # the sample guessed too high: the exact k-th value
     if len(short):
         threshold[short] = np.partition(scores[short], n_cols - k, axis=1)[:, n_cols - k]
-        flat, counts = _at_or_above(scores, threshold)
-    rows, cols = np.divmod(flat, n_cols)
+        flat, rows, cols, counts = _at_or_above(scores, threshold)
     keys = np.zeros((n_rows, counts.max()), np.uint64)  # padding sorts first
     keys[rows, np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)] = \
         _packed_keys(np.take(scores, flat), cols)
@@ -82,11 +81,12 @@ def _topk_float32(scores: np.ndarray, k: int) -> np.ndarray:
     return (_LOW32 - (keys[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
 
 
-def _at_or_above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (row-major, ascending) of the scores at or above their row's threshold,
-    and each row's count of them."""
+def _at_or_above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The scores at or above their row's threshold: flat indices (row-major, ascending), rows,
+    columns, and each row's count of them."""
     flat = np.flatnonzero(scores >= threshold[:, None])
-    return flat, np.bincount(flat // scores.shape[1], minlength=len(scores))
+    rows, cols = np.divmod(flat, scores.shape[1])
+    return flat, rows, cols, np.bincount(rows, minlength=len(scores))
 
 
 def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
