@@ -117,6 +117,28 @@ def test_topk_float32_when_the_sample_guesses_too_high():
     assert want[1, 0] == 7 and set(want[0, :200]) == set(range(0, 5000, 25))  # the test can fail
 
 
+def test_topk_float32_refuses_nan_anywhere_in_a_row():
+    scores = np.random.default_rng(3).standard_normal((3, 4000)).astype(np.float32)
+    scores[2, 3999] = np.nan  # not a sampled column, far below the top: still refused
+    with pytest.raises(ValueError, match="NaN"):
+        topk_indices(scores, 1000)
+
+
+def test_topk_float32_when_the_sample_guesses_too_low_or_ties_crowd_the_width():
+    # k = 1000 samples every 25th column. Row 0: the sampled columns hold its lowest scores, so
+    # the sampled threshold admits all 5,000 columns, more than the keys' width (2k + 64), and
+    # the exact k-th value is taken instead. Row 1: 3,000 columns tied at the k-th value, more
+    # than the width even then, so the row takes the partition path.
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(0.5, 1.0, (2, 5000)).astype(np.float32)
+    scores[0, ::25] = -1.0
+    scores[1, 500:3500] = 0.25
+    scores[1, 3500:] = rng.uniform(0.0, 0.2, 1500).astype(np.float32)
+    got = topk_indices(scores, 1000)
+    np.testing.assert_array_equal(got, naive_topk(scores, 1000))
+    np.testing.assert_array_equal(got[1, 500:], np.arange(500, 1000))  # the tie settled by the lower index
+
+
 def naive_rows_best_first(scores, ids):
     order = [sorted(range(len(s)), key=lambda j: (-s[j], i[j])) for s, i in zip(scores, ids)]
     return (np.array([s[o] for s, o in zip(scores, order)]), np.array([i[o] for i, o in zip(ids, order)]))

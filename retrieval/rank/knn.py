@@ -63,7 +63,8 @@ def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | 
     (float32 BLAS) into a reused buffer and its rows ranked by :func:`topk_indices` (its tie
     rule). ``threads`` workers (default: the usable cores) take every ``threads``-th block, each
     with one BLAS thread, so that one's ranking overlaps another's product. Inputs as
-    :func:`knn`'s, ``0 < k <= N``; non-finite values are refused (they would make NaN scores)."""
+    :func:`knn`'s, ``0 < k <= N``; non-finite values are refused (they would make NaN scores),
+    and so are products that overflow float32 into NaN."""
     queries, database = _f32(queries), _f32(database)
     if not (np.isfinite(queries).all() and np.isfinite(database).all()):
         raise ValueError("queries or database hold NaN or infinite values")
@@ -74,13 +75,21 @@ def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | 
     rows = int(max(1, min(block_bytes // (4 * n), math.ceil(n_q / workers))))
     starts = list(range(0, n_q, rows))
     out = np.empty((n_q, k), np.float32), np.empty((n_q, k), np.int64)
+    nan_free = _max_norm(queries) * _max_norm(database) < float(np.finfo(np.float32).max) / 2
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda w: _search_blocks(queries, database, starts[w::workers], rows, out), range(workers)))
+        list(pool.map(lambda w: _search_blocks(queries, database, starts[w::workers], rows, out, nan_free),
+                      range(workers)))
     return out
 
 
+def _max_norm(x: np.ndarray) -> float:
+    """The largest row norm, in float64: by Cauchy-Schwarz no partial sum of a product of such
+    rows exceeds the product of two of them, so below float32's range no product makes NaN."""
+    return float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64).max(initial=0.0)))
+
+
 def _search_blocks(queries: np.ndarray, database: np.ndarray, starts: list[int], rows: int,
-                   out: tuple[np.ndarray, np.ndarray]) -> None:
+                   out: tuple[np.ndarray, np.ndarray], nan_free: bool) -> None:
     """One worker's blocks of :func:`exact_knn`: the rows from each of ``starts``, their product
     into the worker's own buffer, their top k (``out``'s width) written into ``out``."""
     scores, indices = out
@@ -88,7 +97,7 @@ def _search_blocks(queries: np.ndarray, database: np.ndarray, starts: list[int],
     for a in starts:
         block = buf[: min(rows, len(queries) - a)]
         np.matmul(queries[a : a + len(block)], database.T, out=block)
-        idx = topk_indices(block, indices.shape[1])
+        idx = topk_indices(block, indices.shape[1], nan_free)
         indices[a : a + len(block)] = idx
         scores[a : a + len(block)] = np.take_along_axis(block, idx, 1)
 

@@ -12,33 +12,36 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from retrieval.metrics import retrieval_metrics
 
 
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
+def topk_indices(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarray:
     """Column indices of the ``min(k, N)`` highest scores of each row, best first.
 
     ``scores`` is ``[Q, N]`` (or a 1-D ``[N]`` vector, giving a 1-D result). Ties are broken
     by the lower column index, including ties at the k-th place, so the result is
-    deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``.
+    deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``, unless the
+    caller knows there are none (``nan_free``: the check's pass is skipped, and a NaN would be
+    ranked arbitrarily).
     """
     scores = np.asarray(scores)
     if scores.ndim not in (1, 2):
         raise ValueError(f"scores must be 1-D or 2-D, got shape {scores.shape}")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    if scores.dtype.kind in "fc" and np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
     if scores.ndim == 1:
-        return topk_indices(scores[None, :], k)[0]
+        return topk_indices(scores[None, :], k, nan_free)[0]
     n_rows, n_cols = scores.shape
     k = min(k, n_cols)
+    if scores.dtype == np.float32 and n_rows and k and n_cols < 2**31:
+        return _topk_float32(scores, k, nan_free)  # refuses NaN in its one pass
+    if not nan_free and scores.dtype.kind in "fc" and np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
     if k == 0:
         return np.empty((n_rows, 0), dtype=np.int64)
-    if scores.dtype == np.float32 and n_rows and n_cols < 2**32:
-        return _topk_float32(scores, k)
     chosen = _topk_columns_ascending(scores, k)
     order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
     return np.take_along_axis(chosen, order, axis=1)
@@ -62,31 +65,70 @@ def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
-def _topk_float32(scores: np.ndarray, k: int) -> np.ndarray:
-    """:func:`topk_indices` of float32 scores without NaN (``0 < k <= N``): each row's scores
-    at or above a threshold no higher than its k-th largest (:func:`_sample_threshold`), packed
-    with their columns into keys (:func:`_packed_keys`) and sorted; the last k keys, read
-    backwards, are the row's top k by the tie rule."""
+def _topk_float32(scores: np.ndarray, k: int, nan_free: bool) -> np.ndarray:
+    """:func:`topk_indices` of float32 scores (``0 < k <= N``): each row's scores at or above
+    a threshold no higher than its k-th largest (:func:`_sample_threshold`), packed with their
+    columns into keys by one compiled pass (:func:`_candidate_keys`) and sorted; the last k
+    keys, read backwards, are the row's top k by the tie rule. NaN is refused here, by that
+    pass, unless the caller vouches for ``nan_free``."""
+    scores = np.ascontiguousarray(scores)
     n_rows, n_cols = scores.shape
-    threshold = _sample_threshold(scores, k)
-    flat, rows, cols, counts = _at_or_above(scores, threshold)
-    short = np.flatnonzero(counts < k)  # the sample guessed too high: the exact k-th value
-    if len(short):
-        threshold[short] = np.partition(scores[short], n_cols - k, axis=1)[:, n_cols - k]
-        flat, rows, cols, counts = _at_or_above(scores, threshold)
-    keys = np.zeros((n_rows, counts.max()), np.uint64)  # padding sorts first
-    keys[rows, np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)] = \
-        _packed_keys(np.take(scores, flat), cols)
-    keys.sort(axis=1)
-    return (_LOW32 - (keys[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
+    width = min(n_cols, 2 * k + 64)
+    keys, counts, n_nan = _candidate_keys(scores, _sample_threshold(scores, k), width, not nan_free)
+    if n_nan:
+        raise ValueError("scores contain NaN")
+    redo = np.flatnonzero((counts < k) | (counts > width))  # the sample guessed too high or too low
+    if len(redo):
+        exact = np.partition(scores[redo], n_cols - k, axis=1)[:, n_cols - k]
+        keys[redo], counts[redo], _ = _candidate_keys(scores[redo], exact, width, False)
+    crowded = np.flatnonzero(counts > width)  # more scores tied at the k-th value than the width
+    top = keys[:, : max(k, min(width, int(counts.max())))]  # zeros past a row's count sort first
+    top.sort(axis=1)
+    out = (_LOW32 - (top[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
+    if len(crowded):
+        chosen = _topk_columns_ascending(scores[crowded], k)
+        order = _argsort_descending_stable(np.take_along_axis(scores[crowded], chosen, axis=1))
+        out[crowded] = np.take_along_axis(chosen, order, axis=1)
+    return out
 
 
-def _at_or_above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The scores at or above their row's threshold: flat indices (row-major, ascending), rows,
-    columns, and each row's count of them."""
-    flat = np.flatnonzero(scores >= threshold[:, None])
-    rows, cols = np.divmod(flat, scores.shape[1])
-    return flat, rows, cols, np.bincount(rows, minlength=len(scores))
+@numba.njit(nogil=True, cache=True)
+def _candidate_keys(scores, threshold, width, count_nan):  # pragma: no cover - compiled; tested through topk_indices
+    """Each row's packed keys (:func:`_packed_key`) of its scores at or above its threshold, in
+    column order, in a ``[rows, width]`` array padded with zeros; each row's count of such scores
+    (keys past ``width`` are not written); with ``count_nan``, the count of NaN scores (else 0).
+    One branch-free pass a row."""
+    n_rows, n_cols = scores.shape
+    keys = np.empty((n_rows, width), np.uint64)
+    counts = np.empty(n_rows, np.int64)
+    cols = np.empty(n_cols + 1, np.int32)
+    n_nan = 0
+    for r in range(n_rows):
+        t, c = threshold[r], 0
+        if count_nan:
+            for j in range(n_cols):
+                cols[c] = j
+                c += scores[r, j] >= t
+                n_nan += scores[r, j] != scores[r, j]
+        else:
+            for j in range(n_cols):
+                cols[c] = j
+                c += scores[r, j] >= t
+        counts[r] = c
+        m = min(c, width)
+        for i in range(m):
+            keys[r, i] = _packed_key(scores[r, cols[i]], cols[i])
+        keys[r, m:] = 0
+    return keys, counts, n_nan
+
+
+@numba.njit(inline="always")
+def _packed_key(value, col):  # pragma: no cover - compiled
+    """A uint64 key whose ascending order is (value ascending, column descending): the float32
+    bits made order-preserving (-0.0 read as +0.0, equal to it) over the complement of the column."""
+    bits = np.float32(value + np.float32(0.0)).view(np.int32)
+    ordered = np.uint32(bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))) ^ np.uint32(0x80000000)
+    return (np.uint64(ordered) << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - np.uint64(col))
 
 
 def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
@@ -99,14 +141,6 @@ def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
     expected = k * m / n_cols
     rank = min(m, math.ceil(expected + 3 * math.sqrt(expected)) + 1)
     return np.partition(sample, m - rank, axis=1)[:, m - rank]
-
-
-def _packed_keys(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """uint64 keys whose ascending order is (value ascending, column descending): the float32
-    bits made order-preserving (-0.0 read as +0.0, equal to it) over the complement of the column."""
-    bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)
-    ordered = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).view(np.uint32) ^ np.uint32(0x80000000)
-    return (ordered.astype(np.uint64) << np.uint64(32)) | (_LOW32 - cols.astype(np.uint64))
 
 
 def _argsort_descending_stable(values: np.ndarray) -> np.ndarray:

@@ -90,6 +90,15 @@ def test_exact_knn_refuses_non_finite_input(data):
         exact_knn(q, d, 5)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_exact_knn_refuses_products_that_overflow_into_nan():
+    # finite rows whose products overflow float32: +inf + -inf in a sum is NaN, refused
+    q = np.array([[3e19, 3e19]], np.float32)
+    d = np.array([[3e19, -3e19], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    with pytest.raises(ValueError, match="NaN"):  # the product's warnings come from a worker thread
+        exact_knn(q, d, 2)
+
+
 def naive_qe(q, d, k, alpha):
     out = []
     for v in q:
