@@ -18,7 +18,8 @@ TINY = {
     "cv": {"n_folds": 2, "folds": [0, 1]},
     "model": {"pretrained": "none", "embedding_dim": 16, "head": "arcface"},
     "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
-              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5, "wise_alphas": []},
+              "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5, "wise_alphas": [],
+              "lr_backoff": 0.0},  # tests of the backoff turn it on; the others script no restart
     "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
                 "scales": [1.0], "whiten_dim": 0},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},

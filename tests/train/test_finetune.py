@@ -182,6 +182,26 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_p
     assert hist["backbone_lr"].tolist()[:2] == pytest.approx([0.0, 1e-3])
 
 
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_every_batchnorm_statistic_while_the_weights_train(tiny, tmp_path, monkeypatch, freeze_bn):
+    """train.freeze_bn (the default): after two epochs every BatchNorm's running statistics, the
+    neck's too, are the start's, while weights moved; off, the statistics move with the batches."""
+    folds = _tiny_folds(tmp_path)
+    seen = []
+
+    def record(model, *a, **k):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
+    monkeypatch.setattr(train_mod, "evaluate", record)
+    p = parse_params({**tiny, "train": {**tiny["train"], "epochs": 2, "freeze_bn": freeze_bn}})
+    train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    start, end = seen[0], seen[-1]
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 10 and any(k.startswith("neck.") for k in stats)
+    assert all(torch.equal(end[k], start[k]) for k in stats) == freeze_bn
+    assert not torch.equal(end["neck.0.weight"], start["neck.0.weight"])
+
+
 def test_interpolate_golden_and_ends():
     start = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}
     end = {"w": torch.tensor([4.0, 2.0]), "n": torch.tensor(9)}
@@ -312,7 +332,7 @@ def test_lr_backoff_trains_again_from_the_start_at_the_lower_rate(tiny, tmp_path
     assert metrics["lr_backoff"] == {"abandoned_epoch": 1, "abandoned_val_map@1000": 0.5, "lr": pytest.approx(lower)}
     assert metrics["best_epoch"] == 2 and "training again from the start" in caplog.text
     assert hist["epoch"].tolist() == [0, 1, 2] and hist["val_map@1000"].tolist() == [0.9, 0.95, 0.97]
-    direct = parse_params({**base, "train": {**base["train"], "lr": lower}})
+    direct = parse_params({**base, "train": {**base["train"], "lr": lower, "lr_backoff": 0.0}})
     m2, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], "d")
     assert "lr_backoff" not in m2
     assert all(torch.equal(saved[k], saved2[k]) for k in saved2)
@@ -324,7 +344,8 @@ def test_lr_backoff_leaves_a_run_that_helps_as_it_is(tiny, tmp_path, monkeypatch
     base = {**tiny, "train": {**tiny["train"], "wise_alphas": []}}
     on = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1}})
     m1, saved1, _ = _run_with_scores(on, folds, tmp_path, monkeypatch, [0.5, 0.6, 0.55], "on")
-    m2, saved2, _ = _run_with_scores(parse_params(base), folds, tmp_path, monkeypatch, [0.5, 0.6, 0.55], "off")
+    off = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.0}})
+    m2, saved2, _ = _run_with_scores(off, folds, tmp_path, monkeypatch, [0.5, 0.6, 0.55], "off")
     assert "lr_backoff" not in m1 and m1["best_epoch"] == 1
     assert all(torch.equal(saved1[k], saved2[k]) for k in saved2)
 
