@@ -24,8 +24,8 @@ def topk_indices(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarr
     ``scores`` is ``[Q, N]`` (or a 1-D ``[N]`` vector, giving a 1-D result). Ties are broken
     by the lower column index, including ties at the k-th place, so the result is
     deterministic. ``k`` must be >= 0; NaN scores are refused with ``ValueError``, unless the
-    caller knows there are none (``nan_free``: the check's pass is skipped, and a NaN would be
-    ranked arbitrarily).
+    caller guarantees there are none (``nan_free``: the check is skipped; with a NaN the result
+    is undefined).
     """
     scores = np.asarray(scores)
     if scores.ndim not in (1, 2):
