@@ -105,12 +105,12 @@ class TrainParams(Section):
     wise_confidence: float = Field(0.95, ge=0.0, lt=1.0)
     # > 0: if the first epoch that trains the backbone validates below epoch 0, training restarts
     # from the pretrained weights with lr x this (once); 0 = off
-    lr_backoff: float = Field(0.1, ge=0.0, lt=1.0)
+    lr_backoff: float = Field(0.0, ge=0.0, lt=1.0)
     head_lr: float = Field(1e-2, gt=0.0)  # margin head's class centres
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
-    freeze_bn: bool = True  # every BatchNorm keeps its running statistics (eval mode) while training
+    freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes (0: decode in the main process)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU (its bf16 backward is slower)

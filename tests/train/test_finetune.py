@@ -184,7 +184,7 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_p
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
 def test_freeze_bn_keeps_every_batchnorm_statistic_while_the_weights_train(tiny, tmp_path, monkeypatch, freeze_bn):
-    """train.freeze_bn (the default): after two epochs every BatchNorm's running statistics, the
+    """train.freeze_bn: after two epochs every BatchNorm's running statistics, the
     neck's too, are the start's, while weights moved; off, the statistics move with the batches."""
     folds = _tiny_folds(tmp_path)
     seen = []
