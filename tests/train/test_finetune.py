@@ -156,20 +156,26 @@ def test_warns_when_no_epoch_beats_the_pretrained_model(tiny, tmp_path, monkeypa
     assert "training did not help" in caplog.text and "0.9000" in caplog.text
 
 
-def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_path, monkeypatch):
-    """One epoch of two with the backbone frozen: after it, backbone weights and BatchNorm
-    statistics are the pretrained ones, the neck moved; with an EMA the validated and kept
-    weights are the average's."""
+def _validated_states(p, tmp_path, monkeypatch) -> list[dict]:
+    """Train fold 0 of the tiny folds with ``p``; the state dict each validation saw, in order
+    (each scored above the one before, so the last is the one kept)."""
     folds = _tiny_folds(tmp_path)
     seen = []
 
     def record(model, *a, **k):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}  # each epoch better: the last is kept
+        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
     monkeypatch.setattr(train_mod, "evaluate", record)
-    p = parse_params({**tiny, "train": {**tiny["train"], "head_warmup_epochs": 1, "ema_decay": 0.5}})
     train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
-    start, after_head, end = seen
+    return seen
+
+
+def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_path, monkeypatch):
+    """One epoch of two with the backbone frozen: after it, backbone weights and BatchNorm
+    statistics are the pretrained ones, the neck moved; with an EMA the validated and kept
+    weights are the average's."""
+    p = parse_params({**tiny, "train": {**tiny["train"], "head_warmup_epochs": 1, "ema_decay": 0.5}})
+    start, after_head, end = _validated_states(p, tmp_path, monkeypatch)
     backbone = [k for k in start if k.startswith("backbone.")]
     assert all(torch.equal(after_head[k], start[k]) for k in backbone)  # weights and BN statistics
     assert not torch.equal(after_head["neck.0.weight"], start["neck.0.weight"])
@@ -186,15 +192,8 @@ def test_head_warmup_leaves_the_backbone_untouched_and_ema_validates(tiny, tmp_p
 def test_freeze_bn_keeps_every_batchnorm_statistic_while_the_weights_train(tiny, tmp_path, monkeypatch, freeze_bn):
     """train.freeze_bn: after two epochs every BatchNorm's running statistics, the
     neck's too, are the start's, while weights moved; off, the statistics move with the batches."""
-    folds = _tiny_folds(tmp_path)
-    seen = []
-
-    def record(model, *a, **k):
-        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
-    monkeypatch.setattr(train_mod, "evaluate", record)
     p = parse_params({**tiny, "train": {**tiny["train"], "epochs": 2, "freeze_bn": freeze_bn}})
-    train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    seen = _validated_states(p, tmp_path, monkeypatch)
     start, end = seen[0], seen[-1]
     stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
     assert len(stats) > 10 and any(k.startswith("neck.") for k in stats)
@@ -291,15 +290,8 @@ def test_pull_to_start_golden_backbone_groups_only():
 def test_l2sp_all_the_way_keeps_the_backbone_at_its_start(tiny, tmp_path, monkeypatch):
     """lr x l2sp_decay = 1 (one step, at the full rate): the step's backbone change is undone, the neck trained;
     BatchNorm statistics are buffers, not pulled."""
-    folds = _tiny_folds(tmp_path)
-    seen = []
-
-    def record(model, *a, **k):
-        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
-    monkeypatch.setattr(train_mod, "evaluate", record)
     p = parse_params({**tiny, "train": {**tiny["train"], "epochs": 1, "warmup_epochs": 0, "l2sp_decay": 1000.0}})
-    train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    seen = _validated_states(p, tmp_path, monkeypatch)
     start, end = seen[0], seen[-1]
     names = dict(train_mod.build_model(p.model)[0].named_parameters())
     weights = [k for k in start if k.startswith("backbone.") and k in names and names[k].requires_grad]
