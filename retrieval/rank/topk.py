@@ -42,6 +42,11 @@ def topk_indices(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarr
         raise ValueError("scores contain NaN")
     if k == 0:
         return np.empty((n_rows, 0), dtype=np.int64)
+    return _topk_by_partition(scores, k)
+
+
+def _topk_by_partition(scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`topk_indices` of any dtype (``0 < k <= N``): each row's top-k set, then its order."""
     chosen = _topk_columns_ascending(scores, k)
     order = _argsort_descending_stable(np.take_along_axis(scores, chosen, axis=1))
     return np.take_along_axis(chosen, order, axis=1)
@@ -86,9 +91,7 @@ def _topk_float32(scores: np.ndarray, k: int, nan_free: bool) -> np.ndarray:
     top.sort(axis=1)
     out = (_LOW32 - (top[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
     if len(crowded):
-        chosen = _topk_columns_ascending(scores[crowded], k)
-        order = _argsort_descending_stable(np.take_along_axis(scores[crowded], chosen, axis=1))
-        out[crowded] = np.take_along_axis(chosen, order, axis=1)
+        out[crowded] = _topk_by_partition(scores[crowded], k)
     return out
 
 
