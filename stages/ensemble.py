@@ -5,7 +5,8 @@ Reads   ``--rankings``, ``--rerank-metrics`` and ``--valid-ap``: path patterns w
         score, and its per-query validation APs)
 Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids),
         ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled),
-        with a bootstrap 95% interval of the mAP@1000 and each fold's mAP@1000 (and the stage's
+        with bootstrap 95% intervals of the mAP@1000 (over queries, and over classes: the honest
+        one, since a class's queries share references) and each fold's mAP@1000 (and the stage's
         wall time, ``wall``), and
         ``--pooled-ap``: every fold's validation queries in one table (fold,query_id,label,ap,p@1)
 Params  cv.folds, ensemble
@@ -20,7 +21,7 @@ from retrieval.metrics import MAP, N_QUERIES, P1
 from retrieval.rank.fold_fusion import fuse_rankings
 from retrieval.rank.ranking_file import load_rankings
 from retrieval.results.bootstrap import cv_uncertainty
-from retrieval.results.per_query import AP, COLUMNS, check_matches_metrics, pool_folds, read_per_query, write_per_query
+from retrieval.results.per_query import AP, COLUMNS, LABEL, check_matches_metrics, pool_folds, read_per_query, write_per_query
 from retrieval.results.submission import write_submission
 from retrieval.timing import Clock
 
@@ -44,13 +45,15 @@ def main(argv=None) -> int:
     pooled = pool_folds(_fold_tables(args.valid_ap, args.rerank_metrics, p.cv.folds, [f["final"] for f in folds]))
     write_per_query(args.pooled_ap, pooled)
     fold_maps = {str(f): m["final"][MAP] for f, m in zip(p.cv.folds, folds)}
-    summary = {**cv["final"], N_QUERIES: len(pooled), **cv_uncertainty(pooled[AP].to_numpy(), fold_maps)}
+    uncertainty = cv_uncertainty(pooled[AP].to_numpy(), pooled[LABEL].to_numpy(), fold_maps)
+    summary = {**cv["final"], N_QUERIES: len(pooled), **uncertainty}
     empty = sum(1 for v in rankings.values() if not v)
     write_json(args.metrics, clock.stamp({"cv": summary, "cv_ablation": cv, "folds": len(runs), "empty_rankings": empty,
                                           "test_queries": len(qids), "test_references": len(rids)}))
     print(f"ensemble of {len(runs)} folds: {len(qids)} queries -> {args.submission}; "
           f"CV mAP@1000 {summary[MAP]:.4f} (95% interval {summary[f'{MAP}_ci95_lo']:.4f}-"
-          f"{summary[f'{MAP}_ci95_hi']:.4f}), P@1 {summary[P1]:.4f}")
+          f"{summary[f'{MAP}_ci95_hi']:.4f} over queries, {summary[f'{MAP}_class_ci95_lo']:.4f}-"
+          f"{summary[f'{MAP}_class_ci95_hi']:.4f} over classes), P@1 {summary[P1]:.4f}")
     return 0
 
 

@@ -120,6 +120,7 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
     assert sorted(pooled[QUERY_ID]) == sorted(folds.loc[folds["role"] == "query", "id"].astype(str))
     assert cv["n_queries"] == len(pooled) and np.mean(pooled[AP].to_numpy()) == pytest.approx(cv["map@1000"], abs=1e-12)
     assert cv["map@1000_ci95_lo"] <= cv["map@1000"] <= cv["map@1000_ci95_hi"]
+    assert cv["map@1000_class_ci95_lo"] <= cv["map@1000"] <= cv["map@1000_class_ci95_hi"]
     fold_maps = {str(f): pooled.loc[pooled[FOLD] == str(f), AP].mean() for f in (0, 1)}
     assert cv["fold_map@1000"] == pytest.approx(fold_maps, abs=1e-12)
     assert cv["fold_map@1000_range"] == pytest.approx(abs(fold_maps["0"] - fold_maps["1"]), abs=1e-12)

@@ -77,18 +77,34 @@ def read_per_query(path: str | os.PathLike, required: Sequence[str] = (QUERY_ID,
     return frame
 
 
-def paired_ap(path_a: str | os.PathLike, path_b: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(query_ids, ap_a, ap_b)`` of two per-query files over the same queries, sorted by query id.
+def paired_ap(path_a: str | os.PathLike, path_b: str | os.PathLike
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(query_ids, ap_a, ap_b, labels)`` of two per-query files over the same queries, sorted by
+    query id; ``labels`` is None unless both files have a ``label`` column.
 
     Raises :class:`InputError` naming the file for a fault of either file (:func:`read_per_query`),
-    naming file B for query ids that differ from file A's, and naming file A if it has no rows.
+    naming file B for query ids (or labels) that differ from file A's, and naming file A if it
+    has no rows.
     """
-    a, b = (read_per_query(p).set_index(QUERY_ID)[AP] for p in (path_a, path_b))
+    a, b = (read_per_query(p).set_index(QUERY_ID) for p in (path_a, path_b))
     _check_same_ids(path_a, a.index, path_b, b.index)
     if a.empty:
         raise InputError(f"{path_a}: no queries to compare")
     ids = np.sort(a.index.to_numpy(dtype=str))
-    return ids, a.loc[ids].to_numpy(), b.loc[ids].to_numpy()
+    a, b = a.loc[ids], b.loc[ids]
+    return ids, a[AP].to_numpy(), b[AP].to_numpy(), _same_labels(path_a, a, path_b, b)
+
+
+def _same_labels(path_a, a: pd.DataFrame, path_b, b: pd.DataFrame) -> np.ndarray | None:
+    """The queries' labels where both tables (rows in one order) have them, refusing any that differ."""
+    if LABEL not in a.columns or LABEL not in b.columns:
+        return None
+    differ = a[LABEL].to_numpy() != b[LABEL].to_numpy()
+    if differ.any():
+        q = a.index[int(np.flatnonzero(differ)[0])]
+        raise InputError(f"{path_b}: query {q!r} has label {b[LABEL][q]!r}, {path_a} has {a[LABEL][q]!r} "
+                         f"({int(differ.sum())} labels differ)")
+    return a[LABEL].to_numpy(dtype=str)
 
 
 def _check_same_ids(path_a, ids_a: pd.Index, path_b, ids_b: pd.Index) -> None:
