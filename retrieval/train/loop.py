@@ -222,20 +222,24 @@ def _train_member(params: Params, folds: pd.DataFrame, root: str, fold: int, res
     result = _attempt(params, folds, root, fold, resume_dir, interrupts, steps_before, d, lower)
     if isinstance(result, MemberResult):
         return result
-    note = {"abandoned_epoch": result["epoch"], f"abandoned_{VAL_MAP}": result["val"], "lr": lower.train.lr}
+    note = {"abandoned_epoch": result["epoch"], f"abandoned_{VAL_MAP}": result["val"], "lr": lower.train.lr,
+            "freeze_bn": lower.train.freeze_bn}
     log.warning("fold %d %s: epoch %d validated at mAP@1000 %.4f, below the pretrained model's %.4f: the learning "
-                "rate is too high for these images; training again from the start at lr %g (train.lr_backoff)",
-                fold, params.model.backbone, result["epoch"], result["val"], result["epoch0"], lower.train.lr)
+                "rate is too high for these images; training again from the start at lr %g%s (train.lr_backoff)",
+                fold, params.model.backbone, result["epoch"], result["val"], result["epoch0"], lower.train.lr,
+                ", BatchNorm statistics fixed" if lower.train.freeze_bn else "")
     return _attempt(lower, folds, root, fold, resume_dir, interrupts, steps_before, d, None, {"lr_backoff": note})
 
 
 def backed_off(params: Params) -> Params | None:
-    """``params`` with ``train.lr`` x ``train.lr_backoff`` and the backoff spent; None when off
-    or when no epoch would train the backbone."""
+    """``params`` with ``train.lr`` x ``train.lr_backoff`` (and ``freeze_bn`` if
+    ``train.backoff_freeze_bn``) and the backoff spent; None when off or when no epoch would
+    train the backbone."""
     tp = params.train
     if not tp.lr_backoff or tp.epochs <= tp.head_warmup_epochs:
         return None
-    return params.model_copy(update={"train": tp.model_copy(update={"lr": tp.lr * tp.lr_backoff, "lr_backoff": 0.0})})
+    lower = {"lr": tp.lr * tp.lr_backoff, "lr_backoff": 0.0, "freeze_bn": tp.freeze_bn or tp.backoff_freeze_bn}
+    return params.model_copy(update={"train": tp.model_copy(update=lower)})
 
 
 def _has_state(params: Params, folds: pd.DataFrame, root: str, fold: int, resume_dir: Path | None) -> bool:
