@@ -6,6 +6,7 @@ import argparse
 import errno
 import functools
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -17,7 +18,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-s
 
 def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap a stage's ``main``: log to stderr; bad input (exit 2), Ctrl-C (130) and a full disk (1)
-    become one line. Outputs are written atomically, so a full disk leaves the previous ones."""
+    become one line; a closed stdout pipe (141) ends it quietly. Outputs are written atomically, so a full disk leaves the previous ones."""
 
     @functools.wraps(fn)
     def main(argv=None) -> int:
@@ -31,6 +32,9 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the reader of stdout is gone (`... | head`): nothing to tell it
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
         except OSError as err:
             if err.errno not in DISK_FULL:
                 raise
@@ -39,6 +43,14 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 1
 
     return main
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file behind stdout (a test's capture)
+        pass
 
 
 def stage_args(doc: str, argv, required: str, optional: str = "", ints: str = ""):

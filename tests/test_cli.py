@@ -1,9 +1,15 @@
 """retrieval/cli.py: a pipeline stage's flags and params (stage_args), and the stage wrapper."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
 from retrieval.cli import stage, stage_args
 from retrieval.io import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DOC = """demo: a docstring.
 
@@ -58,3 +64,14 @@ def test_input_error_is_one_line(capsys):
         raise InputError("folds.csv: no fold column")
     assert stage(fails)([]) == 2
     assert capsys.readouterr().err == "error: folds.csv: no fold column\n"
+
+
+def test_a_closed_stdout_pipe_ends_the_stage_quietly(tmp_path):
+    """`python -m stages.compare A B | head -c 10`: the reader leaves before the JSON is written;
+    the stage exits 141 (as a shell reports SIGPIPE) with nothing on stderr, not a traceback."""
+    a = tmp_path / "a.csv"
+    a.write_text("query_id,label,ap,p@1\nq0,x,0.5,0\n")
+    script = (f"import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+              f"from stages import compare; sys.exit(compare.main([{str(a)!r}, {str(a)!r}, '--resamples', '5']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
+    assert done.returncode == 141 and done.stderr == ""
