@@ -105,8 +105,8 @@ class TrainParams(Section):
     wise_confidence: float = Field(0.95, ge=0.0, lt=1.0)
     # > 0: if the first epoch that trains the backbone validates below epoch 0, training restarts
     # from the pretrained weights with lr x this (once); 0 = off
-    lr_backoff: float = Field(0.0, ge=0.0, lt=1.0)
-    backoff_freeze_bn: bool = False  # the backoff's restart also keeps every BatchNorm statistic fixed (freeze_bn)
+    lr_backoff: float = Field(0.1, ge=0.0, lt=1.0)
+    backoff_freeze_bn: bool = True  # the backoff's restart also keeps every BatchNorm statistic fixed (freeze_bn)
     head_lr: float = Field(1e-2, gt=0.0)  # margin head's class centres
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
