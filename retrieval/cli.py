@@ -18,7 +18,8 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-s
 
 def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap a stage's ``main``: log to stderr; bad input (exit 2), Ctrl-C (130) and a full disk (1)
-    become one line; a closed stdout pipe (141) ends it quietly. Outputs are written atomically, so a full disk leaves the previous ones."""
+    become one line; a closed stdout pipe (141) ends it quietly. Outputs are written atomically,
+    so a full disk leaves the previous ones."""
 
     @functools.wraps(fn)
     def main(argv=None) -> int:

@@ -21,7 +21,8 @@ from retrieval.metrics import MAP, N_QUERIES, P1
 from retrieval.rank.fold_fusion import fuse_rankings
 from retrieval.rank.ranking_file import load_rankings
 from retrieval.results.bootstrap import cv_uncertainty
-from retrieval.results.per_query import AP, COLUMNS, LABEL, check_matches_metrics, pool_folds, read_per_query, write_per_query
+from retrieval.results.per_query import (AP, COLUMNS, LABEL, check_matches_metrics, pool_folds, read_per_query,
+                                         write_per_query)
 from retrieval.results.submission import write_submission
 from retrieval.timing import Clock
 
