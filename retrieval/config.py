@@ -88,7 +88,7 @@ class TrainParams(Section):
     image_size: int = Field(192, ge=32)
     val_image_size: int = Field(224, ge=32)
     batch_size: int = Field(32, ge=2)
-    lr: float = Field(1e-3, gt=0.0)  # the base rate: the backbone's and the neck's are lr x their scale
+    lr: float = Field(1e-4, gt=0.0)  # the base rate: the backbone's and the neck's are lr x their scale
     backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # backbone lr = lr x this
     neck_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # neck (and GeM's p) lr = lr x this
     layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each backbone stage below the last: lr x this once more
@@ -111,7 +111,7 @@ class TrainParams(Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
-    freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
+    freeze_bn: bool = True  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes (0: decode in the main process)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU (its bf16 backward is slower)

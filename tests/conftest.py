@@ -10,7 +10,8 @@ from retrieval.model.network import build_model
 # The tiny pipeline the slow tests run (a few 48 px demo images, an untrained 16-d model on no
 # pretrained weights, a few steps); each module merges in what it varies (seeds, sizes, epochs).
 # It spells out the plain setup its tests were worked out on, where params.yaml's defaults differ:
-# ArcFace, no WiSE-FT mixes, one TTA scale, no whitening (params.yaml's 512 dims exceed its 16).
+# ArcFace, no WiSE-FT mixes, lr 1e-3 with BatchNorm statistics trained, one TTA scale, no whitening
+# (params.yaml's 512 dims exceed its 16).
 TINY = {
     "data": {"root": "data"},
     "demo": {"seed": 3, "n_train_classes": 6, "n_test_classes": 3, "train_per_class": 4,
@@ -19,7 +20,9 @@ TINY = {
     "model": {"pretrained": "none", "embedding_dim": 16, "head": "arcface"},
     "train": {"epochs": 1, "image_size": 48, "val_image_size": 48, "batch_size": 8,
               "num_workers": 0, "freeze_stages": 0, "warmup_epochs": 0.5, "wise_alphas": [],
-              "lr_backoff": 0.0},  # tests of the backoff turn it on; the others script no restart
+              # an untrained model learns from scratch: the full rate, its BatchNorm statistics trained
+              "lr": 1e-3, "freeze_bn": False,
+              "lr_backoff": 0.0, "backoff_freeze_bn": False},  # tests of the backoff turn them on
     "extract": {"image_size": 48, "batch_size": 16, "num_workers": 0, "flip_tta": True,
                 "scales": [1.0], "whiten_dim": 0},
     "rerank": {"k": 50, "dba": {"k": 1}, "qe": {"k": 1}},
