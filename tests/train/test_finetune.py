@@ -312,38 +312,28 @@ def _run_with_scores(p, folds, root, monkeypatch, scores, name, resume_dir=None)
     return metrics, torch.load(root / f"{name}.pt", weights_only=False)["state_dict"], pd.read_csv(root / f"{name}.csv")
 
 
-def test_lr_backoff_trains_again_from_the_start_at_the_lower_rate(tiny, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("restart_freeze_bn", [False, True])
+def test_lr_backoff_trains_again_from_the_start_at_the_lower_rate(tiny, tmp_path, monkeypatch, caplog,
+                                                                  restart_freeze_bn):
     """Epoch 1 validates below epoch 0 (0.5 < 0.9): the run starts again at lr x 0.1, and what it
-    keeps is exactly what a run at that rate from the start keeps."""
+    keeps is exactly what a run at that rate from the start keeps; with train.backoff_freeze_bn
+    that run has frozen BatchNorm statistics (the first attempt trained them), and it differs
+    from the run with the other setting."""
     folds = _tiny_folds(tmp_path)
     base = {**tiny, "train": {**tiny["train"], "wise_alphas": []}}
-    p = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1}})
+    p = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1, "backoff_freeze_bn": restart_freeze_bn}})
     with caplog.at_level(logging.WARNING, logger="retrieval.train"):
         metrics, saved, hist = _run_with_scores(p, folds, tmp_path, monkeypatch, [0.9, 0.5, 0.9, 0.95, 0.97], "b")
     lower = p.train.lr * 0.1
     assert metrics["lr_backoff"] == {"abandoned_epoch": 1, "abandoned_val_map@1000": 0.5, "lr": pytest.approx(lower),
-                                     "freeze_bn": False}
+                                     "freeze_bn": restart_freeze_bn}
     assert metrics["best_epoch"] == 2 and "training again from the start" in caplog.text
     assert hist["epoch"].tolist() == [0, 1, 2] and hist["val_map@1000"].tolist() == [0.9, 0.95, 0.97]
-    direct = parse_params({**base, "train": {**base["train"], "lr": lower, "lr_backoff": 0.0}})
-    m2, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], "d")
-    assert "lr_backoff" not in m2
-    assert all(torch.equal(saved[k], saved2[k]) for k in saved2)
-
-
-def test_backoff_freeze_bn_restarts_as_a_frozen_batchnorm_run_at_the_lower_rate(tiny, tmp_path, monkeypatch):
-    """train.backoff_freeze_bn: the first attempt trains its BatchNorm statistics; once it backs
-    off, the restart is exactly a run with freeze_bn at lr x 0.1 (and differs from one without)."""
-    folds = _tiny_folds(tmp_path)
-    base = {**tiny, "train": {**tiny["train"], "wise_alphas": []}}
-    p = parse_params({**base, "train": {**base["train"], "lr_backoff": 0.1, "backoff_freeze_bn": True}})
-    metrics, saved, _ = _run_with_scores(p, folds, tmp_path, monkeypatch, [0.9, 0.5, 0.9, 0.95, 0.97], "b")
-    assert metrics["lr_backoff"]["freeze_bn"] is True
-    lower = {"lr": p.train.lr * 0.1, "lr_backoff": 0.0}
     for freeze_bn in (True, False):
-        direct = parse_params({**base, "train": {**base["train"], **lower, "freeze_bn": freeze_bn}})
-        _, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], f"d{freeze_bn}")
-        assert all(torch.equal(saved[k], saved2[k]) for k in saved2) == freeze_bn
+        direct = parse_params({**base, "train": {**base["train"], "lr": lower, "lr_backoff": 0.0, "freeze_bn": freeze_bn}})
+        m2, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], f"d{freeze_bn}")
+        assert "lr_backoff" not in m2
+        assert all(torch.equal(saved[k], saved2[k]) for k in saved2) == (freeze_bn == restart_freeze_bn)
 
 
 def test_lr_backoff_leaves_a_run_that_helps_as_it_is(tiny, tmp_path, monkeypatch):
