@@ -330,7 +330,8 @@ def test_lr_backoff_trains_again_from_the_start_at_the_lower_rate(tiny, tmp_path
     assert metrics["best_epoch"] == 2 and "training again from the start" in caplog.text
     assert hist["epoch"].tolist() == [0, 1, 2] and hist["val_map@1000"].tolist() == [0.9, 0.95, 0.97]
     for freeze_bn in (True, False):
-        direct = parse_params({**base, "train": {**base["train"], "lr": lower, "lr_backoff": 0.0, "freeze_bn": freeze_bn}})
+        direct = parse_params({**base, "train": {**base["train"], "lr": lower, "lr_backoff": 0.0,
+                                                 "freeze_bn": freeze_bn}})
         m2, saved2, _ = _run_with_scores(direct, folds, tmp_path, monkeypatch, [0.9, 0.95, 0.97], f"d{freeze_bn}")
         assert "lr_backoff" not in m2
         assert all(torch.equal(saved[k], saved2[k]) for k in saved2) == (freeze_bn == restart_freeze_bn)
