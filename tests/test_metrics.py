@@ -4,7 +4,7 @@ import pytest
 
 from retrieval.metrics import average_precision, ranking_ap, retrieval_metrics
 from retrieval.rank.topk import score_matrix_metrics
-from retrieval.rank.topk import rows_best_first, topk_indices
+from retrieval.rank.topk import rows_best_first, topk, topk_indices
 
 # Shared golden set-up.
 # references: 0:a 1:b 2:a 3:c 4:a  -> n_relevant: a=3, b=1, c=1, d=0
@@ -137,6 +137,31 @@ def test_topk_float32_when_the_sample_guesses_too_low_or_ties_crowd_the_width():
     got = topk_indices(scores, 1000)
     np.testing.assert_array_equal(got, naive_topk(scores, 1000))
     np.testing.assert_array_equal(got[1, 500:], np.arange(500, 1000))  # the tie settled by the lower index
+
+
+def test_topk_values_are_the_scores_at_the_indices_on_every_path():
+    # the float32 path reads its values back from the packed keys: negative, -0.0, infinite,
+    # a row the sample guesses wrong, a row crowded by ties (partition path), and float64
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((5, 5000)).astype(np.float32)
+    scores[0, ::3] = -0.0
+    scores[1, ::25] = -1e30  # the sample guesses too low
+    scores[2, 500:3500] = np.float32(-0.25)  # crowded: 3,000 ties at the k-th value
+    scores[2, 3500:] = -5.0
+    scores[3, 11], scores[3, 12] = np.inf, -np.inf
+    for s, k in ((scores, 1000), (scores, 7), (scores.astype(np.float64), 1000), (scores[:, :40], 60)):
+        vals, idx = topk(s, k)
+        np.testing.assert_array_equal(idx, topk_indices(s, k))
+        np.testing.assert_array_equal(vals, np.take_along_axis(s, idx, 1))
+        assert vals.dtype == s.dtype
+    assert topk(scores, 1000)[1][3, 0] == 11  # the test can fail
+
+
+def test_topk_float32_refuses_nan_in_a_sampled_column():
+    scores = np.random.default_rng(6).standard_normal((2, 4000)).astype(np.float32)
+    scores[1, 50] = np.nan  # column 50 is in k = 1000's sample (every 25th)
+    with pytest.raises(ValueError, match="NaN"):
+        topk(scores, 1000)
 
 
 def naive_rows_best_first(scores, ids):

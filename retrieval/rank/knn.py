@@ -1,7 +1,7 @@
 """Nearest-neighbour search by inner product (cosine on L2-normalised rows).
 
 :func:`knn` is exact by default (:func:`exact_knn`: blocks of the dense product, each row's
-top k by :func:`retrieval.rank.topk.topk_indices`, a worker a core). :func:`build_index`
+top k by :func:`retrieval.rank.topk.topk`, a worker a core). :func:`build_index`
 and :func:`search` give faiss's indexes: ``IndexFlatIP``, and the approximate ones for
 galleries beyond what exact search serves, HNSW (``IndexHNSWFlat``) and IVF with product
 quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from retrieval.metrics import per_query_metrics, summarise
-from retrieval.rank.topk import rows_best_first, topk_indices
+from retrieval.rank.topk import rows_best_first, topk
 from retrieval.resources import usable_cores
 
 BLOCK_BYTES = 64 << 20  # exact_knn: the score block of a batch of queries (its rows x N float32)
@@ -60,7 +60,7 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[
 def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | None = None,
               block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` by inner product: blocks of queries, each block's ``block @ database.T``
-    (float32 BLAS) into a reused buffer and its rows ranked by :func:`topk_indices` (its tie
+    (float32 BLAS) into a reused buffer and its rows ranked by :func:`topk` (its tie
     rule). ``threads`` workers (default: the usable cores) take every ``threads``-th block, each
     with one BLAS thread, so that one's ranking overlaps another's product. Inputs as
     :func:`knn`'s, ``0 < k <= N``; non-finite values are refused (they would make NaN scores),
@@ -97,9 +97,7 @@ def _search_blocks(queries: np.ndarray, database: np.ndarray, starts: list[int],
     for a in starts:
         block = buf[: min(rows, len(queries) - a)]
         np.matmul(queries[a : a + len(block)], database.T, out=block)
-        idx = topk_indices(block, indices.shape[1], nan_free)
-        indices[a : a + len(block)] = idx
-        scores[a : a + len(block)] = np.take_along_axis(block, idx, 1)
+        scores[a : a + len(block)], indices[a : a + len(block)] = topk(block, indices.shape[1], nan_free)
 
 
 def build_index(database: np.ndarray, p=None) -> faiss.Index:

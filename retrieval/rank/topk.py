@@ -70,12 +70,23 @@ def _topk_columns_ascending(scores: np.ndarray, k: int) -> np.ndarray:
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
-def _topk_float32(scores: np.ndarray, k: int, nan_free: bool) -> np.ndarray:
+def topk(scores: np.ndarray, k: int, nan_free: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_indices` of a 2-D ``scores`` and the scores themselves, ``([Q, k], [Q, k])``:
+    the values ``scores`` holds at those columns (a -0.0 may come back as +0.0, equal to it)."""
+    scores = np.asarray(scores)
+    if scores.ndim == 2 and scores.dtype == np.float32 and scores.size and k > 0 and scores.shape[1] < 2**31:
+        return _topk_float32(scores, min(k, scores.shape[1]), nan_free, values=True)
+    idx = topk_indices(scores, k, nan_free)
+    return np.take_along_axis(scores, idx, 1), idx
+
+
+def _topk_float32(scores: np.ndarray, k: int, nan_free: bool, values: bool = False):
     """:func:`topk_indices` of float32 scores (``0 < k <= N``): each row's scores at or above
     a threshold no higher than its k-th largest (:func:`_sample_threshold`), packed with their
     columns into keys by one compiled pass (:func:`_candidate_keys`) and sorted; the last k
     keys, read backwards, are the row's top k by the tie rule. NaN is refused here, by that
-    pass, unless the caller vouches for ``nan_free``."""
+    pass, unless the caller vouches for ``nan_free``. With ``values``, the scores too, read
+    back from the keys (no second gather from the score matrix)."""
     scores = np.ascontiguousarray(scores)
     n_rows, n_cols = scores.shape
     width = min(n_cols, 2 * k + 64)
@@ -89,10 +100,16 @@ def _topk_float32(scores: np.ndarray, k: int, nan_free: bool) -> np.ndarray:
     crowded = np.flatnonzero(counts > width)  # more scores tied at the k-th value than the width
     top = keys[:, : max(k, min(width, int(counts.max())))]  # zeros past a row's count sort first
     top.sort(axis=1)
-    out = (_LOW32 - (top[:, : -k - 1 : -1] & _LOW32)).astype(np.int64)
+    top = top[:, : -k - 1 : -1]
+    out = (_LOW32 - (top & _LOW32)).astype(np.int64)
     if len(crowded):
         out[crowded] = _topk_by_partition(scores[crowded], k)
-    return out
+    if not values:
+        return out
+    vals = _key_values(top)
+    if len(crowded):
+        vals[crowded] = np.take_along_axis(scores[crowded], out[crowded], 1)
+    return vals, out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -132,6 +149,13 @@ def _packed_key(value, col):  # pragma: no cover - compiled
     bits = np.float32(value + np.float32(0.0)).view(np.int32)
     ordered = np.uint32(bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))) ^ np.uint32(0x80000000)
     return (np.uint64(ordered) << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - np.uint64(col))
+
+
+def _key_values(keys: np.ndarray) -> np.ndarray:
+    """The float32 scores packed in keys (:func:`_packed_key`'s upper half, made IEEE bits again)."""
+    ordered = (keys >> np.uint64(32)).astype(np.uint32)
+    negative = ordered < np.uint32(0x80000000)
+    return np.where(negative, ~ordered, ordered ^ np.uint32(0x80000000)).view(np.float32)
 
 
 def _sample_threshold(scores: np.ndarray, k: int) -> np.ndarray:
