@@ -8,6 +8,7 @@ from PIL import Image
 from retrieval.config import ModelParams, TrainParams
 from retrieval.data.loaders import PKSampler
 from retrieval.embed.tta import embed_images, embed_tta, tta_sizes
+from retrieval.embed.feature_file import l2_normalise
 from retrieval.embed.whitening import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
 from retrieval.io import InputError
 from retrieval.model.losses import MetricLoss, PairLoss, margin_loss, metric_loss
@@ -114,6 +115,7 @@ def test_multiscale_tta_is_normalised_sum_of_scales(tiny_model, tmp_path):
     b, _ = embed_images(m, meta, tmp_path, images, 72, flip_tta=False, **run)
     naive = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
     np.testing.assert_allclose(two, naive, atol=1e-6)
+    np.testing.assert_array_equal(two, l2_normalise(a + b))  # one decoding per image: the same bits
     assert not np.allclose(two, a, atol=1e-3)  # the second scale did change something
 
 

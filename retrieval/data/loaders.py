@@ -1,4 +1,4 @@
-"""Turning image lists into batches: transforms, the dataset, the P x K sampler, worker seeding
+"""Turning image lists into batches: transforms, the datasets, the P x K sampler, worker seeding
 and the DataLoaders (:func:`make_loader` for embedding, :func:`train_loader` for training)."""
 from __future__ import annotations
 
@@ -61,6 +61,35 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.sample_seed is not None:
             self.transform.set_random_seed(int(np.random.SeedSequence([self.sample_seed, i]).generate_state(1)[0]))
         return self.transform(image=img)["image"], int(self.targets[i])
+
+
+class SizedViews:
+    """An albumentations-style transform giving one decoded image as a list of tensors, one for
+    each of ``transforms`` (multi-scale TTA: every size from one decoding)."""
+
+    def __init__(self, transforms: Sequence[Callable]):
+        self.transforms = list(transforms)
+
+    def __call__(self, image: np.ndarray) -> dict:
+        return {"image": [t(image=image)["image"] for t in self.transforms]}
+
+
+class HeldImages(torch.utils.data.Dataset):
+    """Images decoded and resized once and held as uint8, for a set embedded again and again (a
+    fold's validation images, every epoch); items as :class:`ImageDataset` with
+    :func:`eval_transform` of the same size gives them: (tensor, row)."""
+
+    def __init__(self, root: str | Path, images: Sequence[str], size: int, mean: Sequence[float],
+                 std: Sequence[float]):
+        resize = A.Resize(size, size)
+        self.arrays = [resize(image=load_image(Path(root) / p))["image"] for p in images]
+        self.finish = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i: int):
+        return self.finish(image=self.arrays[i])["image"], i
 
 
 def seed_worker(worker_id: int) -> None:

@@ -9,13 +9,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retrieval.data.loaders import ImageDataset, eval_transform, make_loader
+from retrieval.data.loaders import ImageDataset, SizedViews, eval_transform, make_loader
 from retrieval.embed.feature_file import l2_normalise
 from retrieval.model.network import EmbeddingModel, autocast_dtype
 from retrieval.resources import keep_freed_memory
 
 
-@torch.inference_mode()
 def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str],
                  image_size: int, batch_size: int, flip_tta: bool, num_workers: int,
                  amp: str = "auto", channels_last: bool = True,
@@ -28,28 +27,52 @@ def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Se
     With ``flip_tta`` the embeddings of the image and its mirror are summed, then normalised.
     Returns the embeddings and the images per second of the whole loop.
     """
+    ds = ImageDataset(root, images, np.arange(len(images)), eval_transform(image_size, meta["mean"], meta["std"]))
+    return embed_dataset(model, ds, batch_size, flip_tta, num_workers, amp, channels_last, desc)
+
+
+def embed_dataset(model: EmbeddingModel, ds: torch.utils.data.Dataset, batch_size: int, flip_tta: bool,
+                  num_workers: int, amp: str = "auto", channels_last: bool = True,
+                  desc: str = "embed") -> tuple[np.ndarray, float]:
+    """:func:`embed_images` of a dataset whose items are (image tensor, row), such as
+    :class:`retrieval.data.loaders.HeldImages`."""
+    (out,), rate = _embed_views(model, ds, 1, batch_size, flip_tta, num_workers, amp, channels_last, desc)
+    return out, rate
+
+
+@torch.inference_mode()
+def _embed_views(model: EmbeddingModel, ds: torch.utils.data.Dataset, n_views: int, batch_size: int,
+                 flip_tta: bool, num_workers: int, amp: str, channels_last: bool,
+                 desc: str) -> tuple[list[np.ndarray], float]:
+    """L2-normalised float32 embeddings of each view of a dataset's items, in order: an item is
+    (an image tensor, or a list of ``n_views`` of them, e.g. one a size; its row).
+    One array per view, and the images per second of the whole loop."""
     device = next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
     keep_freed_memory()  # each batch's big activations reused, not page-faulted afresh
     model.eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    ds = ImageDataset(root, images, np.arange(len(images)), eval_transform(image_size, meta["mean"], meta["std"]))
     loader = make_loader(ds, batch_size, shuffle=False, num_workers=num_workers)
-    out = np.zeros((len(images), model.neck[0].out_features), dtype=np.float32)
+    outs = [np.zeros((len(ds), model.neck[0].out_features), dtype=np.float32) for _ in range(n_views)]
     start = time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", disable=None, leave=False)
-    for x, idx in bar:
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            e = model(x)
-            if flip_tta:
-                e = e + model(torch.flip(x, dims=[3]))
-        out[idx.numpy()] = torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
-    rate = len(images) / max(time.perf_counter() - start, 1e-9)
-    return out, rate
+    for views, idx in tqdm(loader, desc=desc, unit="batch", disable=None, leave=False):
+        for out, x in zip(outs, views if isinstance(views, list) else [views], strict=True):
+            out[idx.numpy()] = _embed_batch(model, x, flip_tta, device, dtype, channels_last)
+    return outs, len(ds) / max(time.perf_counter() - start, 1e-9)
+
+
+def _embed_batch(model: EmbeddingModel, x: torch.Tensor, flip_tta: bool, device: torch.device,
+                 dtype: torch.dtype | None, channels_last: bool) -> np.ndarray:
+    """One batch's L2-normalised embeddings (with ``flip_tta``, of the image plus its mirror)."""
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        e = model(x)
+        if flip_tta:
+            e = e + model(torch.flip(x, dims=[3]))
+    return torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
 
 
 def tta_sizes(image_size: int, scales: Sequence[float]) -> list[int]:
@@ -61,12 +84,13 @@ def embed_tta(model: EmbeddingModel, meta: dict, root: str | Path, images: Seque
               scales: Sequence[float], flip_tta: bool, batch_size: int, num_workers: int,
               amp: str = "auto", desc: str = "embed") -> tuple[np.ndarray, float]:
     """Multi-scale (and flip) TTA: the L2-normalised sum of :func:`embed_images` at each of
-    :func:`tta_sizes`; with one scale of 1.0 it is :func:`embed_images` itself. Returns the
-    embeddings and the images per second over all scales."""
-    start = time.perf_counter()
-    total = None
-    for size in tta_sizes(image_size, scales):
-        e, _ = embed_images(model, meta, root, images, size, batch_size, flip_tta, num_workers, amp,
-                            desc=f"{desc} {size}px" if len(scales) > 1 else desc)
-        total = e if total is None else total + e
-    return l2_normalise(total), len(images) / max(time.perf_counter() - start, 1e-9)
+    :func:`tta_sizes`, each image decoded once for all of them; with one scale of 1.0 it is
+    :func:`embed_images` itself. Returns the embeddings and the images per second over all scales."""
+    sizes = tta_sizes(image_size, scales)
+    views = SizedViews([eval_transform(size, meta["mean"], meta["std"]) for size in sizes])
+    ds = ImageDataset(root, images, np.arange(len(images)), views)
+    outs, rate = _embed_views(model, ds, len(sizes), batch_size, flip_tta, num_workers, amp, True, desc)
+    total = outs[0]
+    for e in outs[1:]:
+        total = total + e
+    return l2_normalise(total), rate

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from retrieval.config import Params
 from retrieval.data.folds import IMAGE, LABEL, fold_parts
-from retrieval.data.loaders import ImageDataset, train_loader, train_transform
-from retrieval.embed.tta import embed_images
+from retrieval.data.loaders import HeldImages, ImageDataset, eval_transform, train_loader, train_transform
+from retrieval.embed.tta import embed_dataset
 from retrieval.io import InputError, atomic_path, claimed
 from retrieval.metrics import MAP, P1
 from retrieval.model.checkpoints import save_members
@@ -47,6 +47,7 @@ from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, ru
                                     set_rng_state, state_fingerprint)
 
 log = logging.getLogger(__name__)
+HELD_VALID_BYTES = 2 << 30  # validation images held decoded (uint8) for the epochs when no bigger than this
 VAL_MAP, VAL_P1 = f"val_{MAP}", f"val_{P1}"  # history and metrics columns
 
 
@@ -86,13 +87,22 @@ def forward_loss(model, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch
     return loss_fn(emb.float(), y)
 
 
-def evaluate(model, meta: dict, root: str, valid: pd.DataFrame, image_size: int, batch_size: int,
-             num_workers: int, amp: str, k: int = 1000) -> dict:
+def evaluate(model, images: torch.utils.data.Dataset, valid: pd.DataFrame, batch_size: int, num_workers: int,
+             amp: str, k: int = 1000) -> dict:
     """mAP@k, P@1 and each query's AP@k of the fold's validation queries against its validation
-    references."""
-    emb, rate = embed_images(model, meta, root, valid["image"].tolist(), image_size, batch_size,
-                             flip_tta=False, num_workers=num_workers, amp=amp, desc="validate")
+    references (``images``: :func:`validation_images` of ``valid``)."""
+    emb, rate = embed_dataset(model, images, batch_size, flip_tta=False, num_workers=num_workers, amp=amp,
+                              desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k, per_query=True)
+
+
+def validation_images(root: str, valid: pd.DataFrame, size: int, meta: dict) -> torch.utils.data.Dataset:
+    """The fold's validation images as every validation embeds them: decoded and resized once
+    and held when they take at most :data:`HELD_VALID_BYTES`, else decoded at each validation."""
+    images = valid[IMAGE].tolist()
+    if len(images) * size * size * 3 <= HELD_VALID_BYTES:
+        return HeldImages(root, images, size, meta["mean"], meta["std"])
+    return ImageDataset(root, images, np.arange(len(images)), eval_transform(size, meta["mean"], meta["std"]))
 
 
 def share_above(mix: dict, best: dict) -> float:
@@ -303,6 +313,7 @@ class _Run:
         keep_freed_memory()  # big activations reused between steps, not page-faulted afresh
         self.device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
         self.train_df, self.valid_df = fold_parts(folds, fold)
+        self.valid_images = None  # decoded at the first validation (rank 0 alone validates)
         classes = sorted(self.train_df[LABEL].unique())
         if len(classes) < 2:
             raise InputError(f"fold {fold}: trains on {len(classes)} class; a model needs at least 2 (lower cv.n_folds)")
@@ -362,8 +373,10 @@ class _Run:
         if weights is not None or self.ema is not None:
             self.shown.load_state_dict(weights if weights is not None else self.ema.state)
         tp = self.tp
-        m = evaluate(self.shown, self.meta, self.root, self.valid_df, tp.val_image_size, tp.batch_size * 2,
-                     tp.num_workers, tp.amp) if self.d.main else None
+        if self.d.main and self.valid_images is None:
+            self.valid_images = validation_images(self.root, self.valid_df, tp.val_image_size, self.meta)
+        m = evaluate(self.shown, self.valid_images, self.valid_df, tp.batch_size * 2, tp.num_workers,
+                     tp.amp) if self.d.main else None
         return broadcast(m, self.d)
 
     def start(self, interrupts: Interrupts, notes: dict) -> Progress:

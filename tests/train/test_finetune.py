@@ -361,3 +361,15 @@ def test_a_killed_run_that_had_backed_off_resumes_the_lower_rate(tiny, tmp_path,
     assert got["lr_backoff"] == ref["lr_backoff"] and got["best_epoch"] == 2
     assert hist["train_loss"].tolist()[1:] == ref_hist["train_loss"].tolist()[1:]
     assert all(torch.equal(saved[k], ref_saved[k]) for k in ref_saved)
+
+
+def test_validation_images_held_or_decoded_give_the_same_figures(tiny_model, tmp_path, monkeypatch):
+    m, meta = tiny_model
+    valid = _tiny_folds(tmp_path).query("fold == 0")
+    held = train_mod.validation_images(str(tmp_path), valid, 40, meta)
+    monkeypatch.setattr(train_mod, "HELD_VALID_BYTES", len(valid) * 40 * 40 * 3 - 1)  # one byte short
+    decoded = train_mod.validation_images(str(tmp_path), valid, 40, meta)
+    assert type(held).__name__ == "HeldImages" and type(decoded).__name__ == "ImageDataset"
+    a, b = (train_mod.evaluate(m, ds, valid, 4, 0, "off") for ds in (held, decoded))
+    assert a["map@1000"] == b["map@1000"] and a["p@1"] == b["p@1"]
+    np.testing.assert_array_equal(a[train_mod.QUERY_AP], b[train_mod.QUERY_AP])
