@@ -155,6 +155,8 @@ def test_topk_values_are_the_scores_at_the_indices_on_every_path():
         np.testing.assert_array_equal(vals, np.take_along_axis(s, idx, 1))
         assert vals.dtype == s.dtype
     assert topk(scores, 1000)[1][3, 0] == 11  # the test can fail
+    with pytest.raises(ValueError, match="2-D"):
+        topk(scores[0], 3)
 
 
 def test_topk_float32_refuses_nan_in_a_sampled_column():

@@ -7,8 +7,8 @@ from PIL import Image
 
 from retrieval.config import ModelParams, TrainParams
 from retrieval.data.loaders import PKSampler
-from retrieval.embed.tta import embed_images, embed_tta, tta_sizes
 from retrieval.embed.feature_file import l2_normalise
+from retrieval.embed.tta import embed_images, embed_tta, tta_sizes
 from retrieval.embed.whitening import apply_whitening, fit_pca_whitening, load_whitening, save_whitening, whitening_dim
 from retrieval.io import InputError
 from retrieval.model.losses import MetricLoss, PairLoss, margin_loss, metric_loss

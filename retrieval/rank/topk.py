@@ -74,7 +74,9 @@ def topk(scores: np.ndarray, k: int, nan_free: bool = False) -> tuple[np.ndarray
     """:func:`topk_indices` of a 2-D ``scores`` and the scores themselves, ``([Q, k], [Q, k])``:
     the values ``scores`` holds at those columns (a -0.0 may come back as +0.0, equal to it)."""
     scores = np.asarray(scores)
-    if scores.ndim == 2 and scores.dtype == np.float32 and scores.size and k > 0 and scores.shape[1] < 2**31:
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
+    if scores.dtype == np.float32 and scores.size and k > 0 and scores.shape[1] < 2**31:
         return _topk_float32(scores, min(k, scores.shape[1]), nan_free, values=True)
     idx = topk_indices(scores, k, nan_free)
     return np.take_along_axis(scores, idx, 1), idx
