@@ -35,7 +35,12 @@ def train_transform(size: int, mean: Sequence[float], std: Sequence[float], seed
 
 
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std), ToTensorV2()])
+    return A.Compose(list(eval_steps(size, mean, std)))
+
+
+def eval_steps(size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[A.Resize, A.Compose]:
+    """:func:`eval_transform` in its two steps: the resize (what :class:`HeldImages` holds) and the rest."""
+    return A.Resize(size, size), A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -63,6 +68,13 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(image=img)["image"], int(self.targets[i])
 
 
+def eval_images(root: str | Path, images: Sequence[str], size: int, mean: Sequence[float],
+                std: Sequence[float]) -> ImageDataset:
+    """``images`` for embedding: decoded at each pass and made :func:`eval_transform`'s tensors;
+    items (tensor, row)."""
+    return ImageDataset(root, images, np.arange(len(images)), eval_transform(size, mean, std))
+
+
 class SizedViews:
     """An albumentations-style transform giving one decoded image as a list of tensors, one for
     each of ``transforms`` (multi-scale TTA: every size from one decoding)."""
@@ -81,9 +93,8 @@ class HeldImages(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, images: Sequence[str], size: int, mean: Sequence[float],
                  std: Sequence[float]):
-        resize = A.Resize(size, size)
+        resize, self.finish = eval_steps(size, mean, std)
         self.arrays = [resize(image=load_image(Path(root) / p))["image"] for p in images]
-        self.finish = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])
 
     def __len__(self) -> int:
         return len(self.arrays)

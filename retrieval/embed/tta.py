@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retrieval.data.loaders import ImageDataset, SizedViews, eval_transform, make_loader
+from retrieval.data.loaders import ImageDataset, SizedViews, eval_images, eval_transform, make_loader
 from retrieval.embed.feature_file import l2_normalise
 from retrieval.model.network import EmbeddingModel, autocast_dtype
 from retrieval.resources import keep_freed_memory
@@ -27,7 +27,7 @@ def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Se
     With ``flip_tta`` the embeddings of the image and its mirror are summed, then normalised.
     Returns the embeddings and the images per second of the whole loop.
     """
-    ds = ImageDataset(root, images, np.arange(len(images)), eval_transform(image_size, meta["mean"], meta["std"]))
+    ds = eval_images(root, images, image_size, meta["mean"], meta["std"])
     return embed_dataset(model, ds, batch_size, flip_tta, num_workers, amp, channels_last, desc)
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from retrieval.config import Params
 from retrieval.data.folds import IMAGE, LABEL, fold_parts
-from retrieval.data.loaders import HeldImages, ImageDataset, eval_transform, train_loader, train_transform
+from retrieval.data.loaders import HeldImages, ImageDataset, eval_images, train_loader, train_transform
 from retrieval.embed.tta import embed_dataset
 from retrieval.io import InputError, atomic_path, claimed
 from retrieval.metrics import MAP, P1
@@ -91,8 +91,8 @@ def evaluate(model, images: torch.utils.data.Dataset, valid: pd.DataFrame, batch
              amp: str, k: int = 1000) -> dict:
     """mAP@k, P@1 and each query's AP@k of the fold's validation queries against its validation
     references (``images``: :func:`validation_images` of ``valid``)."""
-    emb, rate = embed_dataset(model, images, batch_size, flip_tta=False, num_workers=num_workers, amp=amp,
-                              desc="validate")
+    emb, _ = embed_dataset(model, images, batch_size, flip_tta=False, num_workers=num_workers, amp=amp,
+                           desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k, per_query=True)
 
 
@@ -102,7 +102,7 @@ def validation_images(root: str, valid: pd.DataFrame, size: int, meta: dict) -> 
     images = valid[IMAGE].tolist()
     if len(images) * size * size * 3 <= HELD_VALID_BYTES:
         return HeldImages(root, images, size, meta["mean"], meta["std"])
-    return ImageDataset(root, images, np.arange(len(images)), eval_transform(size, meta["mean"], meta["std"]))
+    return eval_images(root, images, size, meta["mean"], meta["std"])
 
 
 def share_above(mix: dict, best: dict) -> float:
