@@ -1,19 +1,24 @@
 """Training images per second of the real loop (loader, augmentation and all), before and after
-issue 16's changes, on a data set of your choice.
+issue 16's changes, on a data set of your choice, beside extraction's of the same images.
 
     python bench/train_loop.py --root ../shared/data/grocery --size 192 --steps 12 --rounds 2 \
         --out bench/results/train_loop_grocery_192.json
 
-Each measurement is its own process, ``before`` and ``after`` started in alternating order: the
-pipeline's training run (``retrieval.train.loop._Run``: the fold-0 split of ``--root``'s training
-images, params.yaml's params at ``--size`` px), three warm-up steps, then ``--steps`` timed steps
-of its epoch-1 loader and optimiser step. ``before`` puts back what the step was: bf16 autocast,
-AdamW's per-parameter loop, glibc's allocator as it starts. The figure per variant is the best
-round. Prints and writes JSON.
+Each measurement is its own process, the variants started in alternating order: the pipeline's
+training run (``retrieval.train.loop._Run``: the fold-0 split of ``--root``'s training images,
+params.yaml's params at ``--size`` px), three warm-up steps, then ``--steps`` timed steps of its
+epoch-1 loader and optimiser step. ``after`` is the pipeline's step; ``no_small_maps`` is it
+without :mod:`retrieval.model.small_maps` (oneDNN's convolutions on maps of a few pixels too);
+``before`` puts back what the step was before issue 16: bf16 autocast, AdamW's per-parameter
+loop, glibc's allocator as it starts, no small-map path. ``extract`` is the extraction loop
+(``retrieval.embed.tta.embed_images`` with params.yaml's extract settings at ``--size`` px, one
+scale, no flip, as ``bench/scale.py`` runs it) over the same number of the fold's training
+images, after a warm-up pass. The figure per variant is the best round. Prints and writes JSON.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -27,10 +32,13 @@ import torch  # noqa: E402
 
 import retrieval.train.loop as loop  # noqa: E402
 from retrieval.config import load_params  # noqa: E402
-from retrieval.data.folds import make_folds  # noqa: E402
-from retrieval.data.images import scan_train  # noqa: E402
+from retrieval.data.folds import fold_parts, make_folds  # noqa: E402
+from retrieval.data.images import IMAGE, scan_train  # noqa: E402
+from retrieval.embed.tta import embed_images  # noqa: E402
+from retrieval.model.network import autocast_dtype, build_model  # noqa: E402
+from retrieval.resources import set_threads  # noqa: E402
 
-VARIANTS = ("before", "after")
+VARIANTS = ("before", "no_small_maps", "after", "extract")
 
 
 def put_back_before() -> None:
@@ -44,10 +52,14 @@ def measure(args) -> dict:
     p = load_params(args.params)
     tp = p.train.model_copy(update={"image_size": args.size, **({"amp": "bf16"} if args.variant == "before" else {})})
     p = p.model_copy(update={"train": tp, "data": p.data.model_copy(update={"root": args.root})})
+    folds = make_folds(scan_train(args.root), p.cv.n_folds, p.split.query_fraction, p.seed)
+    if args.variant == "extract":
+        return measure_extraction(p, folds, args)
     if args.variant == "before":
         put_back_before()
-    run = loop._Run(p, make_folds(scan_train(args.root), p.cv.n_folds, p.split.query_fraction, p.seed),
-                    args.root, 0, loop.Dist())
+    if args.variant in ("before", "no_small_maps"):
+        loop.use_small_map_convs = lambda model: 0
+    run = loop._Run(p, folds, args.root, 0, loop.Dist())
     run._prepare_epoch(1)
     batches = iter(run.loader)
     for _ in range(3):
@@ -59,6 +71,19 @@ def measure(args) -> dict:
         seen += len(x)
     return {"img_per_s": seen / (time.perf_counter() - start), "autocast": str(run.dtype or "fp32"),
             "threads": torch.get_num_threads(), "num_workers": tp.num_workers, "batch_size": tp.batch_size}
+
+
+def measure_extraction(p, folds, args) -> dict:
+    """Extraction's images per second over as many of fold 0's training images as the timed steps see."""
+    xp = p.extract
+    set_threads(0)
+    model, meta = build_model(p.model)
+    images = fold_parts(folds, 0)[0][IMAGE].tolist()[:args.steps * p.train.batch_size]
+    embed = functools.partial(embed_images, model, meta, args.root, images, args.size, xp.batch_size,
+                              False, xp.num_workers, xp.amp)
+    embed()  # warm-up
+    return {"img_per_s": embed()[1], "autocast": str(autocast_dtype(xp.amp, torch.device("cpu")) or "fp32"),
+            "threads": torch.get_num_threads(), "num_workers": xp.num_workers, "batch_size": xp.batch_size}
 
 
 def main(argv=None) -> None:
@@ -84,11 +109,14 @@ def main(argv=None) -> None:
     best = {v: max(rs, key=lambda m: m["img_per_s"]) for v, rs in runs.items()}
     result = {"root": args.root, "size": args.size, "steps": args.steps, "rounds": args.rounds,
               "cpus": os.cpu_count(), "best": best, "runs": runs,
-              "speed_up": best["after"]["img_per_s"] / best["before"]["img_per_s"]}
+              "speed_up": best["after"]["img_per_s"] / best["before"]["img_per_s"],
+              "small_maps_speed_up": best["after"]["img_per_s"] / best["no_small_maps"]["img_per_s"],
+              "extraction_over_training": best["extract"]["img_per_s"] / best["after"]["img_per_s"]}
     for v, m in best.items():
         print(f"{v}: {m['img_per_s']:.1f} img/s ({m['autocast']}, {m['threads']} threads, "
               f"{m['num_workers']} loader worker)")
-    print(f"after / before: {result['speed_up']:.2f}x")
+    print(f"after / before: {result['speed_up']:.2f}x; after / no_small_maps: "
+          f"{result['small_maps_speed_up']:.2f}x; extraction / training (after): {result['extraction_over_training']:.2f}x")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -14,7 +14,11 @@ rounds, in alternating order, after a warm-up; the figure is the best round's me
 Variants: the step before issue 16 (``bf16_loop``: bf16 autocast, AdamW's per-parameter loop,
 PyTorch's CPU default) and one change at a time on it: AdamW's ``foreach`` or ``fused``
 implementation, ``torch.set_flush_denormal``, fp32; then ``fp32_fused``, the pipeline's step
-now. Each set of variants runs in two processes, glibc's allocator as it starts and after
+then (issue 16's first round), and ``fp32_fused_small_maps``, the pipeline's step now (with
+:mod:`retrieval.model.small_maps`). The model is in the train stage's modes: the stem and the
+first stages frozen, every BatchNorm's statistics fixed (``train.freeze_bn``, the default;
+figures from before this was set here had the other stages' statistics trained). Each set of
+variants runs in two processes, glibc's allocator as it starts and after
 :func:`retrieval.resources.keep_freed_memory` (the train stage's setting; a process-wide
 one, hence the separate processes), started in alternating order. The head has ``--classes``
 classes (the Naver final's 1,383 by default: its class-centre matrix is part of every step's
@@ -40,17 +44,19 @@ from retrieval.config import ModelParams, TrainParams  # noqa: E402
 from retrieval.data.loaders import ImageDataset, make_loader, train_transform  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
+from retrieval.model.small_maps import use_small_map_convs  # noqa: E402
 from retrieval.train.optim import param_groups  # noqa: E402
 from retrieval.resources import keep_freed_memory, set_threads, usable_cores  # noqa: E402
 from speed import make_images  # noqa: E402  (bench/speed.py: this script's folder is on sys.path)
 
-VARIANTS = {  # name: (optimiser implementation, flush denormals, amp)
-    "bf16_loop": ("loop", False, "bf16"),
-    "bf16_foreach": ("foreach", False, "bf16"),
-    "bf16_fused": ("fused", False, "bf16"),
-    "bf16_loop_flush_denormal": ("loop", True, "bf16"),
-    "fp32_loop": ("loop", False, "off"),
-    "fp32_fused": ("fused", False, "off"),
+VARIANTS = {  # name: (optimiser implementation, flush denormals, amp, small-map convolutions)
+    "bf16_loop": ("loop", False, "bf16", False),
+    "bf16_foreach": ("foreach", False, "bf16", False),
+    "bf16_fused": ("fused", False, "bf16", False),
+    "bf16_loop_flush_denormal": ("loop", True, "bf16", False),
+    "fp32_loop": ("loop", False, "off", False),
+    "fp32_fused": ("fused", False, "off", False),
+    "fp32_fused_small_maps": ("fused", False, "off", True),
 }
 ALLOCATORS = ("glibc_default", "keep_freed_memory")
 
@@ -59,11 +65,14 @@ class Step:
     """The pipeline's model, head, parameter groups and AdamW for one variant."""
 
     def __init__(self, variant: str, n_classes: int):
-        impl, self.flush, amp = VARIANTS[variant]
+        impl, self.flush, amp, small_maps = VARIANTS[variant]
         torch.manual_seed(0)
         mp, self.tp = ModelParams(head="subcenter_arcface"), TrainParams(amp=amp)
         self.model, self.meta = build_model(mp)
-        set_train_mode(self.model, freeze_stages(self.model, self.tp.freeze_stages))
+        if small_maps:
+            use_small_map_convs(self.model)
+        self.frozen = freeze_stages(self.model, self.tp.freeze_stages)
+        self.train_mode()
         self.model.to(memory_format=torch.channels_last)
         self.loss_fn = metric_loss(mp, self.tp, n_classes)
         kw = {"foreach": impl == "foreach", "fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
@@ -102,8 +111,17 @@ class Step:
         with torch.autocast("cpu", dtype=self.infer_dtype or torch.float32, enabled=self.infer_dtype is not None):
             self.model(x)
         took = time.perf_counter() - start
-        set_train_mode(self.model, freeze_stages(self.model, self.tp.freeze_stages))
+        self.train_mode()
         return took
+
+    def train_mode(self) -> None:
+        """The train stage's modes: frozen stages in eval mode, and with ``train.freeze_bn`` (the
+        default) every BatchNorm's statistics fixed."""
+        set_train_mode(self.model, self.frozen)
+        if self.tp.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
 
 def batch(size: int, n: int, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

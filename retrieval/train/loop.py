@@ -37,6 +37,7 @@ from retrieval.metrics import MAP, P1
 from retrieval.model.checkpoints import save_members
 from retrieval.model.losses import metric_loss
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode
+from retrieval.model.small_maps import use_small_map_convs
 from retrieval.rank.knn import QUERY_AP, validation_map
 from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
@@ -328,6 +329,7 @@ class _Run:
     def _build_model(self, params: Params) -> None:
         tp, mp, d = params.train, params.model, self.d
         model, meta = build_model(mp)
+        use_small_map_convs(model)  # the backward on maps of a few pixels without oneDNN (small_maps.py)
         meta.update(fold=self.fold, classes=self.n_classes,
                     image_size=tp.final_image_size if tp.final_epochs else tp.image_size)
         if d.world > 1 and self.device.type == "cuda" and not tp.freeze_bn:
