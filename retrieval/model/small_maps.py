@@ -20,6 +20,7 @@ frozen layers), is the convolution itself, bit for bit.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ def tap_matrix(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[in
     (h, w), (kh, kw), (sh, sw), (top, bottom, left, right) = in_hw, kernel, stride, pads
     ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
     taps = torch.zeros(kh * kw, h * w, max(ho, 0) * max(wo, 0))
-    for iy, ix, oy, ox in ((iy, ix, oy, ox) for iy in range(h) for ix in range(w) for oy in range(ho) for ox in range(wo)):
+    for iy, ix, oy, ox in itertools.product(range(h), range(w), range(ho), range(wo)):
         ky, kx = iy + top - oy * sh, ix + left - ox * sw
         if 0 <= ky < kh and 0 <= kx < kw:
             taps[ky * kw + kx, iy * w + ix, oy * wo + ox] = 1.0
@@ -57,8 +58,8 @@ class SmallMapConv2d(nn.Conv2d):
         self.same = isinstance(conv, Conv2dSame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS and torch.is_grad_enabled()
-                and (x.requires_grad or self.weight.requires_grad)):
+        if (x.dim() == 4 and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+                and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return self._small(x)
         return self._conv(x)
 

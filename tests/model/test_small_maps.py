@@ -102,11 +102,12 @@ def small_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("case", ["no_grad", "frozen", "3x3 map", "2x2 map"])
+@pytest.mark.parametrize("case", ["no_grad", "frozen", "3x3 map", "unbatched", "2x2 map"])
 def test_the_path_is_taken_only_for_recorded_small_maps(case, small_calls):
     conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
     small = SmallMapConv2d(conv)
-    x = torch.randn(2, 8, 3 if case == "3x3 map" else 2, 3 if case == "3x3 map" else 2)
+    side = 3 if case == "3x3 map" else 2
+    x = torch.randn(8, side, side) if case == "unbatched" else torch.randn(2, 8, side, side)
     if case == "frozen":
         conv.weight.requires_grad_(False), conv.bias.requires_grad_(False)
     with torch.set_grad_enabled(case != "no_grad"):
