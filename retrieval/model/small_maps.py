@@ -3,11 +3,12 @@ without oneDNN's convolution.
 
 Trained on small images (32 px), an EfficientNet's last stages run on 2 x 2 and 1 x 1 maps.
 There oneDNN's convolution, and its backward above all, costs out of all proportion to the
-arithmetic: a depthwise 5 x 5 convolution on a 1 x 1 map (a product with the kernel's centre tap)
-takes more than a millisecond a batch (``bench/train_step.py``). :func:`use_small_map_convs`
-swaps a model's depthwise and 1 x 1 convolutions for :class:`SmallMapConv2d`, the same module
-with the same parameters (the state dict is unchanged), whose forward, when autograd records it
-on the CPU and its input has at most :data:`SMALL_MAP_PIXELS` pixels, is
+arithmetic: the backward of a depthwise 5 x 5 convolution on a 1 x 1 map (a product with the
+kernel's centre tap) took over a millisecond a batch of 32 (README, "Small maps"; the whole
+step: ``bench/train_step.py``). :func:`use_small_map_convs` swaps a model's depthwise and 1 x 1
+convolutions for :class:`SmallMapConv2d`, the same module with the same parameters (the state
+dict is unchanged), whose forward, when autograd records it on the CPU and its input has at
+most :data:`SMALL_MAP_PIXELS` pixels, is
 
 - a depthwise convolution: each output pixel is the sum over the input pixels of the input
   times a per-channel weight, the kernel tap that joins the two (:func:`tap_matrix`); on a
