@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval.config import ModelParams, TrainParams  # noqa: E402
 from retrieval.data.loaders import ImageDataset, make_loader, train_transform  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
-from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
+from retrieval.model.network import (autocast_dtype, build_model, fix_bn_statistics, freeze_stages,  # noqa: E402
+                                     set_train_mode)
 from retrieval.model.small_maps import use_small_map_convs  # noqa: E402
 from retrieval.train.optim import param_groups  # noqa: E402
 from retrieval.resources import keep_freed_memory, set_threads, usable_cores  # noqa: E402
@@ -119,9 +120,7 @@ class Step:
         default) every BatchNorm's statistics fixed."""
         set_train_mode(self.model, self.frozen)
         if self.tp.freeze_bn:
-            for m in self.model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            fix_bn_statistics(self.model)
 
 
 def batch(size: int, n: int, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

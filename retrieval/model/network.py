@@ -140,6 +140,14 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
         m.eval()
 
 
+def fix_bn_statistics(model: nn.Module) -> None:
+    """Every BatchNorm of ``model`` in eval mode: its statistics fixed while the rest trains
+    (``train.freeze_bn``); its scale and shift still learn."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def autocast_dtype(amp: str, device: torch.device, training: bool = False) -> torch.dtype | None:
     """The autocast precision of ``amp`` (auto, bf16, off): under ``auto``, bf16 where it pays:
     CUDA, or for inference a CPU with native bf16 (AVX-512 BF16 / AMX). Training on the CPU

@@ -36,7 +36,7 @@ from retrieval.io import InputError, atomic_path, claimed
 from retrieval.metrics import MAP, P1
 from retrieval.model.checkpoints import save_members
 from retrieval.model.losses import metric_loss
-from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode
+from retrieval.model.network import autocast_dtype, build_model, fix_bn_statistics, freeze_stages, set_train_mode
 from retrieval.model.small_maps import use_small_map_convs
 from retrieval.rank.knn import QUERY_AP, validation_map
 from retrieval.results.bootstrap import bootstrap_means
@@ -429,9 +429,7 @@ class _Run:
         set_backbone_frozen(model, self.backbone_trainable, head_only)
         set_train_mode(model, [model.backbone] if head_only else self.frozen)
         if tp.freeze_bn:
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            fix_bn_statistics(model)
         # in-process augmentations (num_workers 0) start each epoch from a seed of their own;
         # workers are seeded by seed_worker from the loader's generator (saved and restored)
         seed = epoch_seed(self.seed, epoch)

@@ -7,7 +7,8 @@ import torch
 from retrieval.config import ModelParams
 from retrieval.model.checkpoints import model_from_checkpoint, save_checkpoint
 from retrieval.model.losses import margin_loss
-from retrieval.model.network import autocast_dtype, build_model, freeze_stages, gem, set_train_mode
+from retrieval.model.network import (autocast_dtype, build_model, fix_bn_statistics, freeze_stages, gem,
+                                     set_train_mode)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,21 @@ def test_gradients_reach_trainable_not_frozen(tiny):
     for p in model.parameters():
         p.requires_grad_(True)
         p.grad = None
+
+
+def test_fixed_bn_statistics_stay_put_while_the_rest_trains(tiny):
+    model, _ = tiny
+    model.train()
+    fix_bn_statistics(model)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not any(m.training for m in bns)
+    assert model.training and model.backbone.blocks[3].training
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model(torch.randn(4, 3, 64, 64)).sum().backward()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(m.weight.grad is not None for m in bns if m.affine)  # scale and shift still learn
+    model.zero_grad(set_to_none=True)
+    model.train()
 
 
 @pytest.mark.parametrize("head", ["arcface", "cosface"])
