@@ -36,7 +36,7 @@ def topk_indices(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarr
         return topk_indices(scores[None, :], k, nan_free)[0]
     n_rows, n_cols = scores.shape
     k = min(k, n_cols)
-    if scores.dtype == np.float32 and n_rows and k and n_cols < 2**31:
+    if _takes_float32_path(scores, k):
         return _topk_float32(scores, k, nan_free)  # refuses NaN in its one pass
     if not nan_free and scores.dtype.kind in "fc" and np.isnan(scores).any():
         raise ValueError("scores contain NaN")
@@ -76,10 +76,16 @@ def topk(scores: np.ndarray, k: int, nan_free: bool = False) -> tuple[np.ndarray
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
-    if scores.dtype == np.float32 and scores.size and k > 0 and scores.shape[1] < 2**31:
+    if _takes_float32_path(scores, k):
         return _topk_float32(scores, min(k, scores.shape[1]), nan_free, values=True)
     idx = topk_indices(scores, k, nan_free)
     return np.take_along_axis(scores, idx, 1), idx
+
+
+def _takes_float32_path(scores: np.ndarray, k: int) -> bool:
+    """Whether :func:`_topk_float32` ranks a 2-D ``scores``: float32, not empty, ``k > 0``, and
+    columns that fit the lower 32 bits of its keys."""
+    return scores.dtype == np.float32 and scores.size > 0 and k > 0 and scores.shape[1] < 2**31
 
 
 def _topk_float32(scores: np.ndarray, k: int, nan_free: bool, values: bool = False):
