@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from timm.layers.conv2d_same import Conv2dSame
 from torch import nn
 
