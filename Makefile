@@ -18,8 +18,9 @@ repro: setup
 	dvc repro
 	dvc metrics show
 
+# the tests' scratch folders go beside the checkout, not in a /tmp that other runs share
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --basetemp=$(CURDIR)/.pytest_tmp
 
 clean:
 	rm -rf outputs .dvc/cache .dvc/tmp

@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 import copy
+import shutil
 
 import pytest
 import torch
@@ -51,3 +52,14 @@ def tiny_model():
     torch.manual_seed(0)
     m, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
     return m.eval(), meta
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A scratch folder for one module's shared fixtures, removed after the module when none of
+    its tests failed (what ``tmp_path_retention_policy = "failed"`` does for each ``tmp_path``)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)

@@ -282,10 +282,10 @@ def truncated(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
+def extracted(module_tmp):
     """A folder holding a tiny layout, a model.pt and its extract outputs (q, r, v, w .npz)."""
     import os
-    folder = tmp_path_factory.mktemp("extracted")
+    folder = module_tmp
     args = tiny_extract_setup(folder, "empty")
     cwd = os.getcwd()
     os.chdir(folder)

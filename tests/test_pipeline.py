@@ -172,10 +172,10 @@ def dvc(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, tiny, tiny_params):
+def tiny_repo(module_tmp, tiny, tiny_params):
     """A scratch copy of the repository with the tiny params, after one complete ``dvc repro``:
     (repo, its params as a dict)."""
-    repo = tmp_path_factory.mktemp("dvc") / "repo"
+    repo = module_tmp / "repo"
     repo.mkdir()
     for item in ("dvc.yaml", "retrieval", "stages"):
         src = ROOT / item

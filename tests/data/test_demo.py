@@ -27,9 +27,8 @@ def read_truth(path: Path) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def default_set(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    return out, make_demo(out)
+def default_set(module_tmp):
+    return module_tmp, make_demo(module_tmp)
 
 
 def test_layout_and_counts(default_set):

@@ -66,9 +66,9 @@ def train_subprocess(args: list[str], cwd: Path, kill_at: int | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def workdir(tiny, tmp_path_factory):
+def workdir(tiny, module_tmp):
     """Demo data and folds.csv, made once for the module."""
-    d = tmp_path_factory.mktemp("resume")
+    d = module_tmp
     cwd = os.getcwd()
     os.chdir(d)
     try:
