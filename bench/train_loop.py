@@ -36,7 +36,7 @@ from retrieval.data.folds import fold_parts, make_folds  # noqa: E402
 from retrieval.data.images import IMAGE, scan_train  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model  # noqa: E402
-from retrieval.resources import set_threads  # noqa: E402
+from retrieval.resources import compute_device, set_threads  # noqa: E402
 
 VARIANTS = ("before", "no_small_maps", "after", "extract")
 
@@ -78,11 +78,12 @@ def measure_extraction(p, folds, args) -> dict:
     xp = p.extract
     set_threads(0)
     model, meta = build_model(p.model)
+    model.to(compute_device())  # as the extract stage places it
     images = fold_parts(folds, 0)[0][IMAGE].tolist()[:args.steps * p.train.batch_size]
     embed = functools.partial(embed_images, model, meta, args.root, images, args.size, xp.batch_size,
                               False, xp.num_workers, xp.amp)
     embed()  # warm-up
-    return {"img_per_s": embed()[1], "autocast": str(autocast_dtype(xp.amp, torch.device("cpu")) or "fp32"),
+    return {"img_per_s": embed()[1], "autocast": str(autocast_dtype(xp.amp, compute_device()) or "fp32"),
             "threads": torch.get_num_threads(), "num_workers": xp.num_workers, "batch_size": xp.batch_size}
 
 

@@ -1,6 +1,6 @@
-"""Images per second of extraction and of the training loop with 0 and 1 DataLoader workers.
+"""Images per second of extraction and of the training loop with 0 and 1 DataLoader workers (or ``--counts``).
 
-    python bench/workers.py --root ../shared/data/grocery --out bench/results/workers_grocery.json
+    python bench/workers.py --root ../shared/data/grocery --out bench/results/workers_grocery.json [--counts 0 4 12]
 
 Each measurement is its own process, the worker counts started in alternating order, ``--rounds``
 rounds; the figure per count is the best round. Extraction: the pipeline's ``embed_images`` on
@@ -25,15 +25,16 @@ from retrieval.config import load_params  # noqa: E402
 from retrieval.data.images import scan_train  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.model.network import build_model  # noqa: E402
-from retrieval.resources import set_threads  # noqa: E402
+from retrieval.resources import compute_device, set_threads  # noqa: E402
 
-WORKERS = (0, 1)
+WORKERS = (0, 1)  # the default counts compared
 
 
 def measure_extract(args) -> dict:
     p = load_params(args.params)
     set_threads(p.train.threads)
     model, meta = build_model(p.model)
+    model.to(compute_device())  # as the extract stage places it
     images = scan_train(args.root)["image"].tolist()[: args.images]
     xp = p.extract
     embed_images(model, meta, args.root, images[: xp.batch_size], 224, xp.batch_size, True, args.workers, xp.amp)
@@ -65,6 +66,7 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=192, help="training: image size (192)")
     ap.add_argument("--steps", type=int, default=12, help="training: timed steps (12)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--counts", type=int, nargs="+", default=list(WORKERS), help="worker counts compared (0 1)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--what", choices=("extract", "train"), help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, help=argparse.SUPPRESS)
@@ -73,18 +75,19 @@ def main(argv=None) -> None:
     if args.what:
         print(json.dumps(child(args)))
         return
-    runs = {what: {w: [] for w in WORKERS} for what in ("extract", "train")}
+    counts = args.counts
+    runs = {what: {w: [] for w in counts} for what in ("extract", "train")}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for what in runs:
-                for w in (WORKERS if r % 2 == 0 else WORKERS[::-1]):
+                for w in (counts if r % 2 == 0 else counts[::-1]):
                     cmd = [sys.executable, __file__, "--what", what, "--workers", str(w), "--tmp", tmp,
                            "--root", args.root, "--params", args.params, "--images", str(args.images),
                            "--size", str(args.size), "--steps", str(args.steps)]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     runs[what][w].append(json.loads(out.splitlines()[-1])["img_per_s"])
     result = {"root": args.root, "images": args.images, "size": args.size, "steps": args.steps,
-              "rounds": args.rounds, "cpus": os.cpu_count(), "runs": runs,
+              "rounds": args.rounds, "cpus": os.cpu_count(), "device": str(compute_device()), "runs": runs,
               "best": {what: {w: max(v) for w, v in r.items()} for what, r in runs.items()}}
     for what, best in result["best"].items():
         print(f"{what}: " + ", ".join(f"{w} workers {v:.1f} img/s" for w, v in best.items()))

@@ -1,4 +1,4 @@
-"""A process's use of the machine: torch's thread count and glibc's allocator.
+"""A process's use of the machine: its compute device, torch's thread count and glibc's allocator.
 
 Large activations (over 32 MB: at batch 32 and 192 px, the first stages' maps) are allocated by
 glibc with ``mmap`` and handed back to the kernel when freed, so every step or batch pays the
@@ -34,6 +34,13 @@ def set_threads(threads: int, processes_on_node: int = 1) -> int:
     n = threads or max(1, usable_cores() // processes_on_node)
     torch.set_num_threads(n)
     return n
+
+
+def compute_device(local_rank: int = 0):
+    """Where the networks run: the process's GPU (``cuda:<local_rank>``) when CUDA is there, else the CPU."""
+    import torch
+
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
 @functools.cache

@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import torch
-
 from retrieval.cli import stage, stage_args
 from retrieval.data.folds import read_folds
 from retrieval.embed.extract import extract_fold
@@ -29,7 +27,7 @@ from retrieval.embed.feature_file import save_features
 from retrieval.embed.whitening import save_whitening
 from retrieval.io import claimed, write_json
 from retrieval.model.checkpoints import models_from_checkpoint
-from retrieval.resources import set_threads
+from retrieval.resources import compute_device, set_threads
 from retrieval.timing import Clock
 
 
@@ -39,7 +37,7 @@ def main(argv=None) -> int:
     args, p = stage_args(__doc__, argv, required="--fold --model --folds --query --reference --valid --whitening "
                                                  "--metrics", optional="--resume-dir", ints="--fold")
     set_threads(0)  # every core this process may use
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = compute_device()
     models = [(model.to(device), meta) for model, meta in models_from_checkpoint(args.model)]
     folds = read_folds(args.folds)
     with claimed(args.resume_dir):  # a second run on the same shards at once is refused

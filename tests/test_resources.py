@@ -1,4 +1,4 @@
-"""retrieval.resources: thread counts, and glibc keeping freed memory between steps."""
+"""retrieval.resources: the compute device, thread counts, and glibc keeping freed memory between steps."""
 import os
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from retrieval.resources import keep_freed_memory, set_threads, usable_cores
+from retrieval.resources import compute_device, keep_freed_memory, set_threads, usable_cores
 
 FAULTS = """
 import resource, sys, torch
@@ -32,6 +32,12 @@ def test_keep_freed_memory_cuts_the_page_faults_of_reallocated_tensors():
     # served from the kept heap most times (torch's aligned allocations do not always fit the
     # freed block, so some allocations still extend the heap: 1 to 4 in 16 measured)
     assert faults("keep") < 0.5 * pages
+
+
+@pytest.mark.parametrize("cuda,local_rank,expected", [(True, 0, "cuda:0"), (True, 1, "cuda:1"), (False, 1, "cpu")])
+def test_compute_device_is_the_processs_gpu_or_the_cpu(monkeypatch, cuda, local_rank, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert compute_device(local_rank) == torch.device(expected)
 
 
 def test_set_threads_shares_the_cores_among_a_nodes_processes():

@@ -43,7 +43,7 @@ from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
 from retrieval.train.optim import EMA, PullToStart, group_schedules, interpolate, param_groups, set_backbone_frozen
-from retrieval.resources import keep_freed_memory, set_threads
+from retrieval.resources import compute_device, keep_freed_memory, set_threads
 from retrieval.train.resume import (STATE_FILE, load_resume_state, rng_state, run_fingerprint, save_resume_state,
                                     set_rng_state, state_fingerprint)
 
@@ -312,7 +312,7 @@ class _Run:
         seed_everything(self.seed)
         set_threads(tp.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if d.enabled else 1)
         keep_freed_memory()  # big activations reused between steps, not page-faulted afresh
-        self.device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.device = compute_device(d.local_rank)
         self.train_df, self.valid_df = fold_parts(folds, fold)
         self.valid_images = None  # decoded at the first validation (rank 0 alone validates)
         classes = sorted(self.train_df[LABEL].unique())

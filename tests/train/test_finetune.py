@@ -163,7 +163,7 @@ def _validated_states(p, tmp_path, monkeypatch) -> list[dict]:
     seen = []
 
     def record(model, *a, **k):
-        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        seen.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})  # model.pt holds CPU tensors
         return {"map@1000": 0.1 * len(seen), "p@1": 1.0}
     monkeypatch.setattr(train_mod, "evaluate", record)
     train_fold(p, folds, str(tmp_path), 0, tmp_path / "m.pt", tmp_path / "h.csv")
@@ -216,7 +216,7 @@ def test_wise_keeps_the_best_mix_of_start_and_last(tiny, tmp_path, monkeypatch):
     scores, seen = iter([0.5, 0.4, 0.45, 0.6, 0.55]), []
 
     def record(model, *a, **k):
-        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        seen.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})  # model.pt holds CPU tensors
         return {"map@1000": next(scores), "p@1": 1.0}
     monkeypatch.setattr(train_mod, "evaluate", record)
     p = parse_params({**tiny, "train": {**tiny["train"], "wise_alphas": [0.25, 0.75], "wise_confidence": 0.0}})

@@ -57,7 +57,7 @@ def train_args(params: Path, out: str, resume: str) -> list[str]:
 
 
 def train_subprocess(args: list[str], cwd: Path, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop(KILL_AT_STEP_ENV, None)
     if kill_at is not None:
         env[KILL_AT_STEP_ENV] = str(kill_at)
