@@ -15,6 +15,10 @@ import ctypes
 import ctypes.util
 import functools
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
@@ -36,7 +40,7 @@ def set_threads(threads: int, processes_on_node: int = 1) -> int:
     return n
 
 
-def compute_device(local_rank: int = 0):
+def compute_device(local_rank: int = 0) -> torch.device:
     """Where the networks run: the process's GPU (``cuda:<local_rank>``) when CUDA is there, else the CPU."""
     import torch
 
