@@ -36,7 +36,7 @@ from retrieval.data.folds import fold_parts, make_folds  # noqa: E402
 from retrieval.data.images import IMAGE, scan_train  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model  # noqa: E402
-from retrieval.resources import compute_device, set_threads  # noqa: E402
+from retrieval.resources import compute_device, loader_workers, set_threads  # noqa: E402
 
 VARIANTS = ("before", "no_small_maps", "after", "extract")
 
@@ -70,7 +70,7 @@ def measure(args) -> dict:
         run._step(x, y, 1, 0)
         seen += len(x)
     return {"img_per_s": seen / (time.perf_counter() - start), "autocast": str(run.dtype or "fp32"),
-            "threads": torch.get_num_threads(), "num_workers": tp.num_workers, "batch_size": tp.batch_size}
+            "threads": torch.get_num_threads(), "num_workers": loader_workers(tp.num_workers), "batch_size": tp.batch_size}
 
 
 def measure_extraction(p, folds, args) -> dict:
@@ -84,7 +84,7 @@ def measure_extraction(p, folds, args) -> dict:
                               False, xp.num_workers, xp.amp)
     embed()  # warm-up
     return {"img_per_s": embed()[1], "autocast": str(autocast_dtype(xp.amp, compute_device()) or "fp32"),
-            "threads": torch.get_num_threads(), "num_workers": xp.num_workers, "batch_size": xp.batch_size}
+            "threads": torch.get_num_threads(), "num_workers": loader_workers(xp.num_workers), "batch_size": xp.batch_size}
 
 
 def main(argv=None) -> None:

@@ -8,16 +8,26 @@ agree), so a key left out of the file means the same as the file's own value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval.io import InputError
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _loader_workers(value: Any) -> int | str:
+    if value == "auto" or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"{value!r}: a count of worker processes (0 or more) or auto")
+
+
+# DataLoader worker processes: a count, or auto (retrieval.resources.loader_workers: 0 on the CPU, 4 with CUDA)
+LoaderWorkers = Annotated[Any, AfterValidator(_loader_workers)]  # int or "auto", checked by _loader_workers
 
 
 class DataParams(Section):
@@ -113,7 +123,8 @@ class TrainParams(Section):
     freeze_stages: int = Field(2, ge=0)  # stem + this many backbone stages stay frozen
     freeze_bn: bool = True  # every BatchNorm keeps its running statistics (eval mode) while training
     nproc: int = Field(1, ge=1)  # processes under torchrun (DistributedDataParallel); the train stage's --nproc
-    num_workers: int = Field(0, ge=0)  # DataLoader worker processes (0: decode in the main process)
+    # DataLoader worker processes (0: decode in the main process); auto: 0 on the CPU, 4 with CUDA
+    num_workers: LoaderWorkers = "auto"
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU (its bf16 backward is slower)
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores
@@ -163,7 +174,7 @@ class ExtractParams(Section):
     whiten_dim: int = Field(512, ge=0)
     # eigenvalue exponent of the whitening: 1 whitens fully, 0.5 halfway (standard deviations to their square root)
     whiten_power: float = Field(0.5, gt=0.0, le=1.0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: LoaderWorkers = "auto"  # as train.num_workers
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA or a CPU with AVX-512 BF16 / AMX
     # several backbones (model.backbone a list): one weight per backbone for the weighted
     # concatenation of their embeddings, or null: chosen on the fold's validation images

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from retrieval.resources import compute_device, keep_freed_memory, set_threads, usable_cores
+from retrieval.resources import GPU_LOADER_WORKERS, compute_device, keep_freed_memory, loader_workers, set_threads, usable_cores
 
 FAULTS = """
 import resource, sys, torch
@@ -38,6 +38,21 @@ def test_keep_freed_memory_cuts_the_page_faults_of_reallocated_tensors():
 def test_compute_device_is_the_processs_gpu_or_the_cpu(monkeypatch, cuda, local_rank, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert compute_device(local_rank) == torch.device(expected)
+
+
+@pytest.mark.parametrize("cuda,cores,on_node,expected", [
+    (False, 16, 1, 0),                       # the CPU: the main process decodes
+    (True, 16, 1, GPU_LOADER_WORKERS),       # a GPU on a big machine
+    (True, 3, 1, 2),                         # a GPU on 3 cores: the process's core left to it
+    (True, 16, 8, 1),                        # 8 processes share 16 cores: 2 each, one for the process
+    (True, 1, 1, 0),
+])
+def test_auto_loader_workers(monkeypatch, cuda, cores, on_node, expected):
+    import retrieval.resources as resources
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(resources, "usable_cores", lambda: cores)
+    assert loader_workers("auto", on_node) == expected
+    assert loader_workers(3, on_node) == 3  # a count is kept as it is
 
 
 def test_set_threads_shares_the_cores_among_a_nodes_processes():

@@ -17,6 +17,7 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from retrieval.config import TrainParams
 from retrieval.data.images import load_image
 from retrieval.io import InputError
+from retrieval.resources import loader_workers
 from retrieval.train.distributed import Dist, RankSlices, check_batch
 
 
@@ -156,8 +157,10 @@ class PKSampler(MPerClassSampler):
             c_f.NUMPY_RANDOM = saved
 
 
-def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int,
+def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int | str,
                 seed: int = 0, drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``dataset``; ``num_workers`` a count or ``auto`` (:func:`retrieval.resources.loader_workers`)."""
+    num_workers = loader_workers(num_workers)
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset,
@@ -185,10 +188,11 @@ def train_loader(ds: ImageDataset, targets: np.ndarray, tp: TrainParams, seed: i
         return make_loader(ds, tp.batch_size, shuffle=True, num_workers=tp.num_workers, seed=seed,
                            drop_last=drop_last, sampler=sampler), sampler
     check_batch(tp.batch_size, d.world, tp.m_per_class if sampler is not None else None)
+    workers = loader_workers(tp.num_workers, d.on_node)
     generator = torch.Generator().manual_seed(seed)
     order = sampler if sampler is not None else torch.utils.data.RandomSampler(ds, generator=generator)
     batches = RankSlices(torch.utils.data.BatchSampler(order, tp.batch_size, drop_last), d.rank, d.world)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=tp.num_workers,
-                                         worker_init_fn=seed_worker if tp.num_workers > 0 else None,
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
+                                         worker_init_fn=seed_worker if workers > 0 else None,
                                          generator=generator, pin_memory=device.type == "cuda")
     return loader, sampler

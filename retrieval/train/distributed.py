@@ -34,6 +34,11 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def on_node(self) -> int:
+        """Processes on this machine (torchrun's LOCAL_WORLD_SIZE), which share its cores."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if self.enabled else 1
+
 
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ

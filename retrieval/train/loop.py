@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -310,7 +309,7 @@ class _Run:
         self.tp, self.backbone, self.fold, self.root, self.d = tp, mp.backbone, fold, root, d
         self.seed = params.seed + fold
         seed_everything(self.seed)
-        set_threads(tp.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if d.enabled else 1)
+        set_threads(tp.threads, d.on_node)
         keep_freed_memory()  # big activations reused between steps, not page-faulted afresh
         self.device = compute_device(d.local_rank)
         self.train_df, self.valid_df = fold_parts(folds, fold)
