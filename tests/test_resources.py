@@ -1,4 +1,4 @@
-"""retrieval.resources: the compute device, thread counts, and glibc keeping freed memory between steps."""
+"""retrieval.resources: the compute device, loader workers, thread counts, and glibc keeping freed memory between steps."""
 import os
 import subprocess
 import sys
