@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     result = {"data": data.name, "overrides": args.overrides, "wall_s": round(wall, 1),
               "test_map": test["map@1000"], "test_p1": test["p@1"], "test_queries": test["n_queries"],
               **_collect(workdir)}
-    save_result(args.out, result)
+    save_result(args.out, result, repo=workdir)  # the clone's commit: this checkout may move on meanwhile
     print(json.dumps({k: result[k] for k in ("data", "test_map", "test_p1", "cv_map", "wall_s")}))
     return 0
 

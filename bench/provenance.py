@@ -27,17 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE = ("commit", "command", "date", "machine")
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, repo: Path = ROOT) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
 
-def commit() -> str:
-    """The checkout's commit, ``+dirty`` when a tracked file differs from it ("unknown" outside git)."""
-    head = _git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+def commit(repo: Path = ROOT) -> str:
+    """The commit of the checkout at ``repo`` (this one by default), ``+dirty`` when a tracked
+    file differs from it ("unknown" outside git)."""
+    head = _git("rev-parse", "HEAD", repo=repo) or "unknown"
+    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", repo=repo) else "")
 
 
 def _cpu_model() -> str:
@@ -76,15 +77,17 @@ def command(argv: list[str] | None = None) -> str:
     return shlex.join(["python", *argv])
 
 
-def stamp(result: dict, argv: list[str] | None = None) -> dict:
-    """``result`` with ``commit``, ``command``, ``date`` and ``machine`` added (a new dict)."""
+def stamp(result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dict:
+    """``result`` with ``commit`` (of the checkout at ``repo``: the code that ran), ``command``,
+    ``date`` and ``machine`` added (a new dict)."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    return {**result, "commit": commit(), "command": command(argv), "date": now, "machine": machine()}
+    return {**result, "commit": commit(repo), "command": command(argv), "date": now, "machine": machine()}
 
 
-def save_result(path: str | Path, result: dict, argv: list[str] | None = None) -> dict:
-    """Write ``result`` with its provenance as JSON at ``path``; returns what was written."""
-    out = stamp(result, argv)
+def save_result(path: str | Path, result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dict:
+    """Write ``result`` with its provenance as JSON at ``path``; returns what was written. ``repo``:
+    the checkout whose code produced the figures, when not this one (a clone a benchmark ran)."""
+    out = stamp(result, argv, repo)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
