@@ -115,3 +115,49 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed")
     with pytest.raises(InputError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"seed": 2**32}, "seed: Input should be less than 4294967296"),
+    ({"demo": {"seed": -1}}, "demo.seed: Input should be greater than or equal to 0"),
+    ({"report": {"seed": -1}}, "report.seed: Input should be greater than or equal to 0"),
+    ({"rerank": {"index": {"seed": 2**40}}}, "rerank.index.seed: Input should be less than"),
+    # YAML's yes/no/true are bools: not an epoch count, a size or a factor
+    ({"train": {"epochs": True}}, "train.epochs: Input should be a valid integer"),
+    ({"train": {"batch_size": 8.0}}, "train.batch_size: Input should be a valid integer"),
+    ({"train": {"lr": True}}, "train.lr: Input should be a valid number"),
+    ({"extract": {"flip_tta": 1}}, "extract.flip_tta: Input should be a valid boolean"),
+    ({"train": {"amp": True}}, "train.amp: Input should be 'auto', 'bf16' or 'off'"),
+])
+def test_seeds_and_strict_types_name_the_key(raw, needle):
+    with pytest.raises(InputError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+        parse_params(raw, "params.yaml")
+
+
+def test_amp_off_as_written_in_yaml_is_off(tmp_path):
+    # a bare `off`, as params.yaml's comment writes it, is YAML's false
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  amp: off\nextract:\n  amp: off\n")
+    p = load_params(path)
+    assert (p.train.amp, p.extract.amp) == ("off", "off")
+    assert parse_params({"seed": 2**32 - 1, "train": {"lr": 1}}).train.lr == 1.0  # an int is a number
+
+
+def test_every_key_dvc_yaml_interpolates_is_in_params_yaml():
+    # DVC reads ${...} from params.yaml itself, before any stage runs: a key left out of the file
+    # fails there with a message about dvc.yaml, so these keys must stay in params.yaml
+    import re
+    text = (ROOT / "dvc.yaml").read_text()
+    keys = sorted(set(re.findall(r"\$\{([\w.]+)\}", text)) - {"item"})
+    assert keys, "dvc.yaml interpolates no params key?"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key in keys:
+        value = raw
+        for part in key.split("."):
+            assert isinstance(value, dict) and part in value, f"dvc.yaml's ${{{key}}} is not in params.yaml"
+            value = value[part]
+    header = "".join(line for line in (ROOT / "params.yaml").read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
+    for key in keys:  # and the file says that they must stay
+        assert key in header, f"params.yaml's header does not say that {key} must stay in the file"
