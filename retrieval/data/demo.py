@@ -12,6 +12,7 @@ random viewpoint (scale, rotation, translation, slight shear and perspective) ov
     test/reference/<id>.jpg      photos of those classes plus one catalog image per class
     truth/query.csv              id,label (for scoring only)
     truth/reference.csv          id,label
+    generated-by-demo.txt        the marker: only a folder holding it (or empty) is ever rewritten
 
 Ids are short hashes with a split prefix (``t``/``q``/``r``), so no label leaks through a file
 name. Same arguments give byte-identical files: each image has its own ``numpy`` PCG64
@@ -23,6 +24,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from retrieval.io import atomic_path
+from retrieval.io import InputError, atomic_path
 
 # Shared palette: every class draws its colours from it, so colours repeat across classes
 # and the mean colour of an image does not give its class away.
@@ -435,10 +438,46 @@ def class_name(index: int) -> str:
     return f"product-{index:02d}"
 
 
+MARKER = "generated-by-demo.txt"  # claims a folder as the demo's own: only such a folder is rewritten
+MARKER_TEXT = ("Written by the demo stage (python -m stages.demo), which replaces train/, test/ and truth/ "
+               "here on each run: keep no data of your own in this folder.\n")
+_DEMO_CLASS, _DEMO_TRAIN_FILE = re.compile(r"product-\d+"), re.compile(r"t[0-9a-f]{12}\.jpg")
+
+
+def is_demo_root(root: str | Path, out: str | Path) -> bool:
+    """Whether ``data.root`` (``root``) names the demo's folder ``out`` (the same path, links not followed)."""
+    return os.path.normpath(os.path.abspath(root)) == os.path.normpath(os.path.abspath(out))
+
+
+def check_demo_folder(out: Path) -> None:
+    """Refuse to write into ``out`` unless it is the demo's own: absent, empty, or holding
+    :data:`MARKER` (or a demo set written before the marker existed). Never through a link."""
+    if out.is_symlink():
+        raise InputError(f"{out}: a symbolic link (to {os.readlink(out)}); the demo stage never writes through "
+                         "a link: remove the link, or point data.root at its target instead")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory; the demo stage leaves it as it is")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not _older_demo(out):
+        raise InputError(f"{out}: holds files the demo stage did not write (no {MARKER}), left untouched: "
+                         f"move your data elsewhere and point data.root at it, or remove {out} for the demo set")
+
+
+def _older_demo(out: Path) -> bool:
+    """A demo set written before :data:`MARKER`: train/, test/, truth/ only, demo class and file names."""
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    train = out / "train"
+    if not names <= {"train", "test", "truth"} or not train.is_dir() or train.is_symlink():
+        return False
+    classes = list(train.iterdir())
+    return bool(classes) and all(_DEMO_CLASS.fullmatch(c.name) and c.is_dir() and not c.is_symlink()
+                                 and all(_DEMO_TRAIN_FILE.fullmatch(f.name) for f in c.iterdir()) for c in classes)
+
+
 def make_demo(out: str | Path, seed: int = 0, n_train_classes: int = 12, n_test_classes: int = 8,
               train_per_class: int = 10, queries_per_class: int = 3, photos_per_ref_class: int = 3,
               size: int = 96) -> dict:
     """Write the demo set under ``out`` (replacing its train/, test/ and truth/) and return counts.
+    ``out`` must be the demo's own folder (:func:`check_demo_folder`); :data:`MARKER` claims it.
 
     Train classes are ``product-00`` .. ; test classes continue the numbering and never appear
     in train/. Each test class has ``queries_per_class`` query photos and
@@ -451,9 +490,10 @@ def make_demo(out: str | Path, seed: int = 0, n_train_classes: int = 12, n_test_
     _check_args(seed, counts, size)
     seed, size = int(seed), int(size)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / MARKER) as tmp:
+        tmp.write_text(MARKER_TEXT)
 
     new_id = _IdMaker(seed)
     stage = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))

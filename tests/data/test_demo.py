@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from retrieval.data.demo import make_demo
+from retrieval.io import InputError
 from stages import demo as demo_stage
 
 SMALL = dict(n_train_classes=3, n_test_classes=2, train_per_class=2, queries_per_class=2,
@@ -35,7 +36,7 @@ def test_layout_and_counts(default_set):
     out, counts = default_set
     assert counts == {"train_images": 120, "queries": 24, "references": 32,
                       "train_classes": 12, "test_classes": 8}
-    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "truth"]
+    assert sorted(p.name for p in out.iterdir()) == ["generated-by-demo.txt", "test", "train", "truth"]
     classes = sorted(p.name for p in (out / "train").iterdir())
     assert classes == [f"product-{i:02d}" for i in range(12)]
     assert all(len(list((out / "train" / c).glob("*.jpg"))) == 10 for c in classes)
@@ -83,6 +84,8 @@ def test_different_seed_gives_different_bytes(tmp_path):
     make_demo(tmp_path / "a", seed=0, **SMALL)
     make_demo(tmp_path / "b", seed=1, **SMALL)
     a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
+    for d in (a, b):
+        d.pop("generated-by-demo.txt")  # the marker: the same text whatever the seed
     assert a.keys().isdisjoint(b.keys() - {"truth/query.csv", "truth/reference.csv"})
     assert set(a.values()).isdisjoint(b.values())
 
@@ -161,7 +164,7 @@ def test_catalog_only_references(tmp_path):
 
 def test_cli_reads_demo_params(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text("seed: 1\ndemo:\n" + "".join(f"  {k}: {v}\n" for k, v in SMALL.items()))
+    params.write_text(f"seed: 1\ndata:\n  root: {tmp_path / 'd'}\ndemo:\n" + "".join(f"  {k}: {v}\n" for k, v in SMALL.items()))
     assert demo_stage.main(["--out", str(tmp_path / "d"), "--params", str(params)]) == 0
     assert "6 train images of 3 classes" in capsys.readouterr().out
     make_demo(tmp_path / "e", **SMALL)  # the top-level seed is not the demo seed
@@ -181,3 +184,62 @@ def test_cli_bad_value_is_refused(tmp_path, capsys):
     params.write_text("demo:\n  size: 8\n")
     assert demo_stage.main(["--out", str(tmp_path / "d"), "--params", str(params)]) == 2
     assert "demo.size" in capsys.readouterr().err
+
+
+def _user_set(root: Path) -> dict[str, str]:
+    """A user's own tiny data set under ``root``; its digests."""
+    for part in ("train/cola", "test/query", "test/reference", "truth"):
+        (root / part).mkdir(parents=True)
+    for name in ("train/cola/1.jpg", "test/query/q1.jpg", "test/reference/r1.jpg", "truth/query.csv"):
+        (root / name).write_bytes(f"user's {name}".encode())
+    return digests(root)
+
+
+def _run_demo(tmp_path: Path, out: Path, root: Path) -> int:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  root: {root}\ndemo:\n" + "".join(f"  {k}: {v}\n" for k, v in SMALL.items()))
+    return demo_stage.main(["--out", str(out), "--params", str(params)])
+
+
+def test_user_data_at_the_demo_folder_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "demo"
+    before = _user_set(out)
+    assert _run_demo(tmp_path, out, root=out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out}: holds files the demo stage did not write") and "\n" not in err
+    assert digests(out) == before
+
+
+def test_a_linked_demo_folder_is_refused_and_its_target_kept(tmp_path, capsys):
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "demo"
+    before = _user_set(elsewhere)
+    out.symlink_to(elsewhere)
+    assert _run_demo(tmp_path, out, root=out) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out}: a symbolic link")
+    assert digests(elsewhere) == before
+    make_demo(elsewhere / "sub", **SMALL)  # a marker behind the link does not open it either
+    (elsewhere / "generated-by-demo.txt").write_text("x")
+    with pytest.raises(InputError, match="symbolic link"):
+        make_demo(out, **SMALL)
+
+
+def test_another_data_root_generates_nothing(tmp_path):
+    out, user = tmp_path / "demo", tmp_path / "mine"
+    before = _user_set(user)
+    assert _run_demo(tmp_path, out, root=user) == 0
+    assert out.is_dir() and not any(out.iterdir())  # DVC's output, left empty
+    assert digests(user) == before
+    mine_at_out = _user_set(tmp_path / "demo2")
+    assert _run_demo(tmp_path, tmp_path / "demo2", root=user) == 0
+    assert digests(tmp_path / "demo2") == mine_at_out
+    assert _run_demo(tmp_path, out, root=out) == 0  # the empty folder is the demo's to fill
+    assert (out / "generated-by-demo.txt").is_file() and (out / "train").is_dir()
+
+
+def test_a_demo_set_without_the_marker_is_still_rewritten(tmp_path):
+    out = tmp_path / "demo"
+    make_demo(out, **SMALL)
+    first = digests(out)
+    (out / "generated-by-demo.txt").unlink()  # as written before the marker existed
+    make_demo(out, **SMALL)
+    assert digests(out) == first
