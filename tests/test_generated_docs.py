@@ -1,0 +1,99 @@
+"""Generated documents agree with their sources (docs/build.py): docs/params.md with the field
+descriptions of retrieval/config.py, and every marked table with the JSON under bench/results/."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import Field
+
+from bench.provenance import PROVENANCE, read_result
+from docs import build, tables
+from retrieval.config import Params, Section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def yaml_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out += [prefix + k] + (yaml_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [])
+    return out
+
+
+def described(model: type[Section] = Params, prefix: str = "") -> dict[str, str | None]:
+    out = {}
+    for name, info in model.model_fields.items():
+        out[prefix + name] = info.description
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
+            out.update(described(info.annotation, f"{prefix}{name}."))
+    return out
+
+
+def test_every_params_yaml_key_has_a_description():
+    keys = yaml_keys(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    desc = described()
+    missing = [k for k in keys if not desc.get(k)]
+    assert not missing, ("params keys without Field(default, description=\"meaning; when to change it\") in "
+                         f"retrieval/config.py: {', '.join(missing)}")
+
+
+def test_generated_docs_are_up_to_date():
+    stale = build.stale()
+    assert not stale, f"stale generated docs: {', '.join(stale)}; run .venv/bin/python docs/build.py"
+
+
+def test_params_md_lists_every_key_with_its_default():
+    text = build.params_md()
+    for key, value in json.loads(json.dumps(Params().model_dump())).items():
+        if not isinstance(value, dict):
+            assert f"| `{key}` | `{build.yaml_value(value)}` |" in text
+    assert "| `rerank.diffusion.alpha` | `0.97` |" in text
+    assert "| `train.final_image_size` | `null` |" in text
+
+
+def test_a_key_without_description_is_named():
+    class Sub(Section):
+        good: int = Field(1, description="described")
+        bare: int = 2
+
+    class Top(Section):
+        sub: Sub = Field(Sub(), description="a section")
+
+    with pytest.raises(build.MissingDescription, match=r"sub\.bare has no description"):
+        build.sections(Top)
+
+
+def test_tables_are_replaced_between_markers_only():
+    text = "before\n<!-- table: t -->\nold\n<!-- /table -->\nmiddle\n<!-- table: t -->\n<!-- /table -->\nafter\n"
+    tables.TABLES["t"] = lambda: "| new |\n"
+    try:
+        out = build.fill(text, "x.md")
+    finally:
+        del tables.TABLES["t"]
+    assert out == ("before\n<!-- table: t -->\n| new |\n<!-- /table -->\nmiddle\n"
+                   "<!-- table: t -->\n| new |\n<!-- /table -->\nafter\n")
+    with pytest.raises(ValueError, match="x.md: unknown table 'nope'"):
+        build.fill("<!-- table: nope -->\n<!-- /table -->\n", "x.md")
+
+
+def test_every_bench_result_records_its_provenance():
+    files = sorted((ROOT / "bench/results").rglob("*.json"))
+    assert files
+    for path in files:
+        r = read_result(path)  # refuses a file without them
+        assert all(r[k] for k in PROVENANCE), path
+        assert r["command"].startswith("python bench/"), path
+
+
+def test_results_table_rows_come_from_the_files(tmp_path, monkeypatch):
+    run = {"test_map": 0.8512, "test_p1": 0.904, "cv_map": 0.936, "cv_ci95": [0.92, 0.95], "wall_s": 1078.2,
+           "folds": [0, 1, 2], "commit": "abc1234", "command": "python bench/pipeline.py --data grocery",
+           "date": "2026-12-07T00:00:00+00:00", "machine": {"cpu": "Xeon", "cores": 2, "gpu": None}}
+    (tmp_path / "pipeline_grocery.json").write_text(json.dumps(run))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "ROOT", tmp_path.parent)
+    text = tables.results()
+    assert text.count("\n") == 3  # header, rule, one row: caltech and the scale runs have no file here
+    assert "| grocery | [0, 1, 2] | 0.851 | 0.904 | 0.936 [0.920, 0.950] | 1,078 s | 2 cores (Xeon), no GPU |" in text
+    assert "`python bench/pipeline.py --data grocery`" in text
