@@ -11,7 +11,6 @@ references, no re-ranking), and the largest difference between the two sets of e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import save_result  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.metrics import retrieval_metrics  # noqa: E402
 from retrieval.model.checkpoints import model_from_checkpoint  # noqa: E402
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     out["min_cosine"] = float((emb["off"] * emb["bf16"]).sum(1).min())
     print(f"embeddings: max |fp32 - bf16| {out['max_abs_diff']:.4f}, min cosine {out['min_cosine']:.4f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    save_result(args.out, out, None if argv is None else ["bench/amp.py", *argv])
     return 0
 
 

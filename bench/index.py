@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import peak  # noqa: E402
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import IndexParams  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
             print(f"{method:6s} build {r['build_s']:8.1f} s  search {r['search_ms_per_query']:8.3f} ms/query  "
                   f"peak {r['peak_gb']:.2f} GB  recall@{args.k} {r['recall']:.4f}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    save_result(args.out, results, None if argv is None else ["bench/index.py", *argv])
     print(f"wrote {args.out}")
     return 0
 

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import peak  # noqa: E402  (after the sys.path set-up)
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import RerankParams  # noqa: E402
 from retrieval.resources import usable_cores  # noqa: E402
 
@@ -223,7 +224,7 @@ def main(argv=None) -> dict | None:
               f"{result[name + '_base_gb']:>10.3f}{'' if m is None else f'{m:.4f}':>12}")
     if "search_vs_floor" in result:
         print(f"search_vs_floor = {result['search_vs_floor']:.2f}")
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.out, result, None if argv is None else ["bench/rerank.py", *argv])
     return result
 
 

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import peak  # noqa: E402  (after the sys.path set-up)
+from bench.provenance import save_result  # noqa: E402
 from retrieval.data.demo import _image_id, _rng, _save_jpeg, class_design, class_name, render_catalog, render_photo  # noqa: E402
 from retrieval.resources import usable_cores  # noqa: E402
 
@@ -272,8 +273,8 @@ def main(argv=None) -> int:
     params = merged(merged(merged(base, SMALL_IMAGES), over), dotted(args.overrides))
     result = {"scale": args.scale, "counts": asdict(counts), "params_override": merged(merged(SMALL_IMAGES, over),
                                                                                         dotted(args.overrides)),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
+              "load": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                       "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
               "launcher_floor_mb": round(peak.floor(), 1)}
     result["params_override"]["data"]["root"] = "<workdir>/data"
     try:
@@ -297,11 +298,10 @@ def main(argv=None) -> int:
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["load"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     result["bench_process_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(out, result, None if argv is None else ["bench/scale.py", *argv])
     md = Path(args.md) if args.md else out.with_suffix(".md")
     text = table(result)
     md.write_text(text)

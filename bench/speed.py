@@ -16,7 +16,6 @@ slower (it made random lite0 look slower than random lite2). Prints a table and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import ModelParams, TrainParams  # noqa: E402
 from retrieval.data.loaders import ImageDataset, make_loader, train_transform  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     set_threads(0)
     if args.images < (args.train_steps + 1) * args.batch:
         ap.error("--images must hold (--train-steps + 1) batches")
-    results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+    results = {"runtime": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                            "bf16": str(autocast_dtype("auto", torch.device("cpu")))},
                "size": args.size, "images": args.images, "batch": args.batch, "backbones": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                 print(f"{backbone:24s} train    {setup:30s} {r['train_img_per_s'][setup]:7.1f} img/s", flush=True)
             results["backbones"][backbone] = r
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    save_result(args.out, results, None if argv is None else ["bench/speed.py", *argv])
     print(f"wrote {args.out}")
     return 0
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import retrieval.train.loop as loop  # noqa: E402
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import load_params  # noqa: E402
 from retrieval.data.folds import fold_parts, make_folds  # noqa: E402
 from retrieval.data.images import IMAGE, scan_train  # noqa: E402
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
           f"{result['small_maps_speed_up']:.2f}x; extraction / training (after): {result['extraction_over_training']:.2f}x")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        save_result(args.out, result, None if argv is None else ["bench/train_loop.py", *argv])
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import ModelParams, TrainParams  # noqa: E402
 from retrieval.data.loaders import ImageDataset, make_loader, train_transform  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
@@ -210,14 +211,14 @@ def main(argv=None) -> None:
     for r in range(args.rounds):
         for a in (ALLOCATORS if r % 2 == 0 else ALLOCATORS[::-1]):
             runs[a].append(child(args, a))
-    result = {"machine": platform.processor() or platform.machine(), "threads": usable_cores(),
+    result = {"arch": platform.processor() or platform.machine(), "threads": usable_cores(),
               "torch": torch.__version__, "batch": args.batch, "classes": args.classes, "rounds": args.rounds,
               "allocators": {a: best_of(rs) for a, rs in runs.items()}}
     for a, sizes in result["allocators"].items():
         for size, r in sizes.items():
             report(f"{size} px, {a}", r, args.batch)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    save_result(args.out, result, None if argv is None else ["bench/train_step.py", *argv])
 
 
 def report(title: str, r: dict, batch_size: int) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import save_result  # noqa: E402
 from retrieval.config import load_params  # noqa: E402
 from retrieval.data.images import scan_train  # noqa: E402
 from retrieval.embed.tta import embed_images  # noqa: E402
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
         print(f"{what}: " + ", ".join(f"{w} workers {v:.1f} img/s" for w, v in best.items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        save_result(args.out, result, None if argv is None else ["bench/workers.py", *argv])
 
 
 if __name__ == "__main__":

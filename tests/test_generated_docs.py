@@ -97,3 +97,16 @@ def test_results_table_rows_come_from_the_files(tmp_path, monkeypatch):
     assert text.count("\n") == 3  # header, rule, one row: caltech and the scale runs have no file here
     assert "| grocery | [0, 1, 2] | 0.851 | 0.904 | 0.936 [0.920, 0.950] | 1,078 s | 2 cores (Xeon), no GPU |" in text
     assert "`python bench/pipeline.py --data grocery`" in text
+
+
+OTHERS = {"provenance.py", "peak.py", "pipeline.py", "serve.py", "extract_runtime.py"}  # not result writers of mine
+
+
+def test_bench_scripts_write_results_through_save_result():
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        if path.name in OTHERS or path.name.startswith("gpu"):
+            continue
+        text = path.read_text()
+        if '"--out"' in text:
+            assert "save_result(" in text, f"{path.name}: write the result with bench.provenance.save_result"
+            assert "write_text(json.dumps(result" not in text and "write_text(json.dumps(out" not in text, path.name
