@@ -2,7 +2,7 @@
 issue 16's changes, on a data set of your choice, beside extraction's of the same images.
 
     python bench/train_loop.py --root ../shared/data/grocery --size 192 --steps 12 --rounds 2 \
-        --out bench/results/train_loop_grocery_192.json
+        --out bench/results/train_loop_grocery.json
 
 Each measurement is its own process, the variants started in alternating order: the pipeline's
 training run (``retrieval.train.loop._Run``: the fold-0 split of ``--root``'s training images,

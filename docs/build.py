@@ -7,7 +7,7 @@
   the ``Field(description=...)`` of ``retrieval/config.py`` (the one owner of each key's meaning).
 * Tables: in ``README.md``, ``docs/*.md`` and ``bench/README.md``, the text between a line
   ``<!-- table: NAME -->`` and the next ``<!-- /table -->`` is replaced by table NAME (one of
-  ``TABLES``), built from the JSON files under ``bench/results/``; nothing outside the markers
+  ``TABLES``, or ``result:FILE``), built from the JSON files under ``bench/results/``; nothing outside the markers
   changes.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from docs.tables import TABLES  # noqa: E402  (after the sys.path set-up)
+from docs.tables import TABLES, render  # noqa: E402  (after the sys.path set-up)
 from retrieval.config import Params, Section  # noqa: E402
 
 PARAMS_MD = ROOT / "docs/params.md"
 MARKED = ("README.md", "docs/*.md", "bench/README.md")
-BLOCK = re.compile(r"^(<!-- table: ([\w.-]+) -->\n)(.*?)(^<!-- /table -->$)", re.M | re.S)
+BLOCK = re.compile(r"^(<!-- table: ([\w.:/-]+) -->\n)(.*?)(^<!-- /table -->$)", re.M | re.S)
 
 
 class MissingDescription(ValueError):
@@ -81,9 +81,13 @@ def fill(text: str, source: str) -> str:
     """``text`` with every marked table rebuilt; an unknown table name is refused."""
     def one(m: re.Match) -> str:
         name = m.group(2)
-        if name not in TABLES:
-            raise ValueError(f"{source}: unknown table {name!r} (known: {', '.join(sorted(TABLES))})")
-        return m.group(1) + TABLES[name]() + m.group(4)
+        try:
+            return m.group(1) + render(name) + m.group(4)
+        except KeyError:
+            raise ValueError(f"{source}: unknown table {name!r} (known: {', '.join(sorted(TABLES))}, "
+                             "result:FILE)") from None
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{source}: table {name}: {err}") from None
     return BLOCK.sub(one, text)
 
 

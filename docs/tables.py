@@ -3,7 +3,9 @@ JSON files under ``bench/results/`` (each read with ``bench.provenance.read_resu
 without its commit, command, date and machine cannot reach a document).
 
 ``results``: the pipeline's scores, one row per run file. ``bench-SCRIPT``: the latest result of
-``bench/SCRIPT.py`` (the newest ``date`` among the files whose ``command`` runs that script).
+``bench/SCRIPT.py`` (the newest ``date`` among the files whose ``command`` runs that script);
+``bench-SCRIPT-files``: all of them, with their commands. ``result:FILE``: the table of one file
+(a path under bench/results/), by its script's view.
 """
 from __future__ import annotations
 
@@ -59,7 +61,9 @@ def _pipeline_row(name: str, path: Path) -> list:
     r = read_result(path)
     ci = r.get("cv_ci95")
     cv = num(r.get("cv_map")) + (f" [{num(ci[0])}, {num(ci[1])}]" if ci else "")
-    return [name, str(r.get("folds", "")), num(r.get("test_map")), num(r.get("test_p1")), cv,
+    folds = r.get("folds") or {}  # bench/pipeline.py: {"fold0": {its validation figures}, ...}
+    folds = ", ".join(str(f).removeprefix("fold") for f in folds)
+    return [name, folds, num(r.get("test_map")), num(r.get("test_p1")), cv,
             f"{r['wall_s']:,.0f} s" if "wall_s" in r else "", machine(r["machine"]), f"[json]({rel(path)}): `{r['command']}`"]
 
 
@@ -118,12 +122,11 @@ def matrix(d: dict, first: str) -> str:
 
 
 def _rerank(r: dict) -> str:
-    methods = {}
-    for key, v in r.items():
-        for part in ("_s", "_peak_gb", "_map"):
-            if key.endswith(part) and not isinstance(v, list) and not key.endswith("_runs_s"):
-                methods.setdefault(key[: -len(part)], {})[part.lstrip("_")] = v
-    return matrix(methods, "method")
+    names = [k.removesuffix("_s") for k, v in r.items() if k.endswith("_s") and not isinstance(v, list)]
+    floor = r.get("matmul_floor_s")
+    rows = {m: {"s": r[f"{m}_s"], "x floor": r[f"{m}_s"] / floor if floor else None,
+                "peak GB": r.get(f"{m}_peak_gb"), "mAP": r.get(f"{m}_map")} for m in names}
+    return matrix(rows, "method")
 
 
 def _scale(r: dict) -> str:
@@ -185,6 +188,25 @@ def bench_files(script: str) -> str:
     rows = [[f"`{rel(p)}`", r["date"][:10], r["commit"][:7], f"`{r['command']}`", machine(r["machine"])]
             for p, r in by_script().get(script, [])]
     return grid(["file", "date", "commit", "command", "machine"], rows)
+
+
+def result_table(name: str) -> str:
+    """One file's table (``result:rerank_naver.json``: bench/results/rerank_naver.json), by its script's view."""
+    path = RESULTS / name
+    r = read_result(path)
+    script = next((s for s in SCRIPTS if f"bench/{s}.py" in r["command"]), None)
+    if script is None:
+        raise ValueError(f"{rel(path)}: no table view for its command {r['command']!r}")
+    return f"{source(path, r)}.\n\n" + VIEWS[script](r)
+
+
+def render(name: str) -> str:
+    """Table ``name``: one of ``TABLES``, or ``result:FILE`` for one file under bench/results/."""
+    if name.startswith("result:"):
+        return result_table(name.removeprefix("result:"))
+    if name not in TABLES:
+        raise KeyError(name)
+    return TABLES[name]()
 
 
 TABLES = {"results": results}

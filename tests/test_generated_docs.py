@@ -75,6 +75,8 @@ def test_tables_are_replaced_between_markers_only():
                    "<!-- table: t -->\n| new |\n<!-- /table -->\nafter\n")
     with pytest.raises(ValueError, match="x.md: unknown table 'nope'"):
         build.fill("<!-- table: nope -->\n<!-- /table -->\n", "x.md")
+    with pytest.raises(ValueError, match="x.md: table result:nope.json"):
+        build.fill("<!-- table: result:nope.json -->\n<!-- /table -->\n", "x.md")
 
 
 def test_every_bench_result_records_its_provenance():
@@ -88,14 +90,14 @@ def test_every_bench_result_records_its_provenance():
 
 def test_results_table_rows_come_from_the_files(tmp_path, monkeypatch):
     run = {"test_map": 0.8512, "test_p1": 0.904, "cv_map": 0.936, "cv_ci95": [0.92, 0.95], "wall_s": 1078.2,
-           "folds": [0, 1, 2], "commit": "abc1234", "command": "python bench/pipeline.py --data grocery",
+           "folds": {"fold0": {"map@1000": 0.93}, "fold1": {"map@1000": 0.94}}, "commit": "abc1234", "command": "python bench/pipeline.py --data grocery",
            "date": "2026-12-07T00:00:00+00:00", "machine": {"cpu": "Xeon", "cores": 2, "gpu": None}}
     (tmp_path / "pipeline_grocery.json").write_text(json.dumps(run))
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     monkeypatch.setattr(tables, "ROOT", tmp_path.parent)
     text = tables.results()
     assert text.count("\n") == 3  # header, rule, one row: caltech and the scale runs have no file here
-    assert "| grocery | [0, 1, 2] | 0.851 | 0.904 | 0.936 [0.920, 0.950] | 1,078 s | 2 cores (Xeon), no GPU |" in text
+    assert "| grocery | 0, 1 | 0.851 | 0.904 | 0.936 [0.920, 0.950] | 1,078 s | 2 cores (Xeon), no GPU |" in text
     assert "`python bench/pipeline.py --data grocery`" in text
 
 
