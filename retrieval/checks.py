@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from retrieval.config import Params
-from retrieval.data.folds import make_folds
+from retrieval.data.folds import check_fold_validates, make_folds
 from retrieval.io import InputError
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def check_root(root: str | Path) -> None:
 
 def checked_folds(p: Params, train: pd.DataFrame) -> pd.DataFrame:
     """The split of ``train`` (:func:`retrieval.data.folds.make_folds`), refused if a fold of
-    ``cv.folds`` could not train: more folds than classes, a training part of fewer than 2
-    classes, or (``train.sampler: pk``) too few classes to fill a batch."""
+    ``cv.folds`` could not train or be scored: more folds than classes, a training or a
+    validation part of fewer than 2 classes, or (``train.sampler: pk``) too few classes to fill a batch."""
     n_classes = train["label"].nunique()
     if p.cv.n_folds > n_classes:
         raise InputError(f"cv.n_folds {p.cv.n_folds} exceeds the {n_classes} training classes; "
@@ -38,6 +38,11 @@ def checked_folds(p: Params, train: pd.DataFrame) -> pd.DataFrame:
     for f in p.cv.folds:
         trained = int(folds.loc[folds["fold"] != f, "label"].nunique())
         _check_fold_classes(p, f, trained)
+    for f in p.cv.folds:  # then the scoring: a fold that cannot train says so first
+        try:
+            check_fold_validates(folds, f, f"lower cv.n_folds, or leave fold {f} out of cv.folds")
+        except InputError as err:
+            raise InputError(f"cv.n_folds {p.cv.n_folds}: {err}") from None
     return folds
 
 

@@ -85,8 +85,9 @@ def test_a_fold_that_would_train_on_one_class_is_refused(tmp_path, monkeypatch, 
     assert run_check(tmp_path, monkeypatch, BASE) == 2
     err = capsys.readouterr().err
     assert "cv.n_folds 2: fold 1 would train on 1 class, and a model needs at least 2" in err
-    # a run of fold 0 alone is fine: it trains on s1 and s2
-    assert run_check(tmp_path, monkeypatch, tiny_params({"cv": {"folds": [0]}}, BASE)) == 0
+    # a run of fold 0 alone trains on s1 and s2, but validates on big alone: refused too
+    assert run_check(tmp_path, monkeypatch, tiny_params({"cv": {"folds": [0]}}, BASE)) == 2
+    assert "cv.n_folds 2: fold 0 validates on 1 class (big)" in capsys.readouterr().err
 
 
 def test_passing_check_writes_the_same_line_whatever_the_params(tmp_path, monkeypatch, tiny_params):
@@ -106,13 +107,13 @@ def test_an_id_both_query_and_reference_is_reported(tmp_path, monkeypatch, caplo
 
 def test_split_refuses_more_folds_than_classes_by_key(tmp_path, monkeypatch, capsys, tiny_params):
     # the check stage's fold checks, repeated by split on the images that decode
-    layout(tmp_path / "data", classes=3)
-    (tmp_path / "data" / "train" / "c2" / "0.jpg").write_bytes(b"not a jpeg")
-    for i in (1, 2):
-        (tmp_path / "data" / "train" / "c2" / f"{i}.jpg").unlink()
+    layout(tmp_path / "data", classes=6)
+    for c in (2, 3, 4, 5):
+        for i in range(3):
+            (tmp_path / "data" / "train" / f"c{c}" / f"{i}.jpg").write_bytes(b"not a jpeg")
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump(tiny_params({"cv": {"n_folds": 3, "folds": [0, 1, 2]}}, BASE)))
-    assert check.main(["--out", "passed.txt"]) == 0  # 3 classes listed
+    assert check.main(["--out", "passed.txt"]) == 0  # 6 classes listed, 2 in each fold
     from stages import split
     assert split.main(["--out", "folds.csv", "--metrics", "m.json"]) == 2  # 2 of them decode
     err = capsys.readouterr().err
@@ -130,3 +131,76 @@ def test_train_run_alone_refuses_a_fold_of_one_training_class(tmp_path, monkeypa
                        "--metrics", "m.json"]) == 2
     err = capsys.readouterr().err
     assert "fold 0: trains on 1 class; a model needs at least 2" in err and "Traceback" not in err
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("n_folds,sizes,needle", [
+    # one class per fold: each validates on its own class, mAP@1000 1.0 whatever the model
+    (6, {f"c{c}": 3 for c in range(6)}, "cv.n_folds 6: fold 0 validates on 1 class (c"),
+    # the default 3 folds, one large class filling a fold alone
+    (3, {"big": 12, **{f"s{c}": 2 for c in range(5)}}, "cv.n_folds 3: fold 0 validates on 1 class (big)"),
+])
+def test_a_validation_fold_of_one_class_is_refused(tmp_path, monkeypatch, capsys, tiny_params, n_folds, sizes, needle):
+    layout(tmp_path / "data", classes=0)
+    for c, n in sizes.items():
+        (tmp_path / "data" / "train" / c).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "data" / "train" / c / f"{i}.jpg").write_bytes(jpeg())
+    params = tiny_params({"cv": {"n_folds": n_folds, "folds": list(range(n_folds))}}, BASE)
+    assert run_check(tmp_path, monkeypatch, params) == 2
+    err = one_line_error(capsys)
+    assert needle in err and "mAP@1000 is 1.0 whatever the model" in err
+    from stages import split
+    assert split.main(["--out", "folds.csv", "--metrics", "m.json"]) == 2  # split run alone refuses it too
+    assert needle in one_line_error(capsys)
+
+
+def test_train_run_alone_refuses_a_validation_fold_of_one_class(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump(BASE))
+    fold_of = {"c0": 0, "c1": 1, "c2": 1}
+    Path("folds.csv").write_text("image,id,label,fold,role\n" + "".join(
+        f"train/{c}/{i}.jpg,{c}/{i},{c},{f},{'query' if i == 0 else 'reference'}\n" for c, f in fold_of.items()
+        for i in range(2)))
+    from stages import train
+    assert train.main(["--fold", "0", "--folds", "folds.csv", "--model", "m.pt", "--history", "h.csv",
+                       "--metrics", "m.json"]) == 2
+    assert "fold 0 validates on 1 class (c0)" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("move", [
+    {"test/query/q1.jpg": "test/query/batch1/q1.jpg"},
+    {"test/query/q0.jpg": "test/query/batch1/q0.jpg", "test/query/q1.jpg": "test/query/batch1/deeper/q1.jpg"},
+    {"test/reference/r1.jpg": "test/reference/more/r1.jpg"},
+    {"test/query/q1.jpg": "test/q1.jpg"},  # loose in test/
+], ids=["query-subfolder", "query-two-deep", "reference-subfolder", "loose-in-test"])
+def test_a_test_image_one_folder_too_deep_is_refused(tmp_path, monkeypatch, capsys, move):
+    # left out, it was a submission without that query, rc 0
+    layout(tmp_path / "data", query=("q0", "q1", "q2"))
+    for src, dst in move.items():
+        (tmp_path / "data" / dst).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / src).rename(tmp_path / "data" / dst)
+    assert run_check(tmp_path, monkeypatch, BASE) == 2
+    err = one_line_error(capsys)
+    assert f"{len(move)} test image(s) outside test/query/ and test/reference/ themselves" in err
+    assert all(str(Path("data") / dst) in err for dst in move.values())
+
+
+def test_train_files_not_taken_are_counted_and_named(tmp_path, monkeypatch, caplog):
+    layout(tmp_path / "data")
+    (tmp_path / "data" / "train" / "c0" / "more").mkdir()
+    for name in ("c0/more/a.jpg", "c0/more/b.jpg", "x.jpg", "c1/notes.txt"):
+        (tmp_path / "data" / "train" / name).write_bytes(jpeg())
+    with caplog.at_level(logging.WARNING):
+        assert run_check(tmp_path, monkeypatch, BASE) == 0
+    check.main(["--out", "out/passed.txt", "--metrics", "out/metrics.json"])
+    import json
+    metrics = json.loads(Path("out/metrics.json").read_text())
+    assert (metrics["skipped_train_files"], metrics["train_images"]) == (4, 12)
+    assert "4 files under data/train skipped" in caplog.text
+    assert "data/train/c0/more/a.jpg, data/train/c0/more/b.jpg, data/train/c1/notes.txt and 1 more" in caplog.text

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.data.images import ID, IMAGE, LABEL
-from retrieval.io import atomic_path
+from retrieval.io import InputError, atomic_path
 
 FOLD, ROLE = "fold", "role"  # the columns folds.csv adds to the training table
 QUERY, REFERENCE = "query", "reference"  # the roles inside a validation fold
@@ -95,6 +95,16 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     """``folds.csv`` as written: image, id, label and role as strings, verbatim (a label ``NA``
     stays ``NA``), fold an integer."""
     return pd.read_csv(path, dtype={IMAGE: str, ID: str, LABEL: str, ROLE: str}, keep_default_na=False)
+
+
+def check_fold_validates(folds: pd.DataFrame, fold: int, hint: str = "lower cv.n_folds") -> None:
+    """Refuse ``fold`` if its validation part holds fewer than 2 classes: every reference is then
+    relevant to every query, and its mAP@1000 is 1.0 whatever the model."""
+    classes = sorted(folds.loc[folds[FOLD] == fold, LABEL].unique())
+    if len(classes) < 2:
+        names = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
+        raise InputError(f"fold {fold} validates on {len(classes)} class ({names}): every reference is relevant "
+                         f"to every query, so its mAP@1000 is 1.0 whatever the model; {hint}")
 
 
 def fold_parts(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -8,10 +8,13 @@ Layout under a data root::
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import joblib
 import numpy as np
@@ -49,28 +52,52 @@ def _check_unique_ids(ids: Sequence[str], paths: Sequence[Path], where: str, in_
         seen[i] = p
 
 
+def _files_below(folder: Path) -> list[Path]:
+    """Every file in the subfolders of ``folder``, at any depth (hidden ones and Thumbs.db aside), sorted."""
+    return sorted(Path(d, n) for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".")
+                  for d, dirs, files in os.walk(sub) for n in files
+                  if not n.startswith(".") and n != "Thumbs.db" and not Path(d).name.startswith("."))
+
+
+def _some(paths: Sequence[Path], n: int = 3) -> str:
+    """The first ``n`` of ``paths``, and how many more."""
+    shown = ", ".join(str(p) for p in paths[:n])
+    return shown + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def skipped_train_files(root: str | Path) -> list[Path]:
+    """Files under ``train/`` that :func:`scan_train` does not take, sorted: loose in train/ (no
+    class), one folder too deep (train/<class>/<sub>/...), or without an image extension."""
+    train = Path(root) / "train"
+    skipped = [p for p in train.iterdir() if _is_candidate(p)]
+    for cls in (p for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        skipped += _list_images(cls)[1] + _files_below(cls)
+    return sorted(skipped)
+
+
 def scan_train(root: str | Path) -> pd.DataFrame:
     """One row per training image: ``image`` (path relative to root), ``id``, ``label``.
 
     A training id is ``<class>/<stem>``: class folders may reuse file names (``1.jpg`` in each),
-    but one folder may not hold two files of one stem (``a.jpg`` and ``a.png``).
+    but one folder may not hold two files of one stem (``a.jpg`` and ``a.png``). Files not taken
+    (:func:`skipped_train_files`) are logged with their count; the check stage counts them.
     """
     root = Path(root)
     train = root / "train"
     if not train.is_dir():
         raise InputError(f"{train}: no train/ folder (expected train/<class>/<image>)")
-    rows, skipped = [], []
+    rows = []
     for cls in sorted(p for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images, skip = _list_images(cls)
-        skipped += skip
+        images, _ = _list_images(cls)
         if not images:
             log.warning("%s: empty class folder, skipped", cls)
         _check_unique_ids([p.stem for p in images], images, str(cls))
         for p in images:
             rows.append((p.relative_to(root).as_posix(), f"{cls.name}/{p.stem}", cls.name))
+    skipped = skipped_train_files(root)
     if skipped:
-        log.warning("%d files without an image extension skipped under %s, e.g. %s",
-                    len(skipped), train, skipped[0])
+        log.warning("%d files under %s skipped (only train/<class>/<image> is taken: none loose in train/, "
+                    "none in a class's subfolders, image extensions only): %s", len(skipped), train, _some(skipped))
     if not rows:
         raise InputError(f"{train}: no images found")
     return pd.DataFrame(rows, columns=[IMAGE, ID, LABEL])
@@ -83,6 +110,11 @@ def scan_test(root: str | Path, which: str) -> pd.DataFrame:
     folder = Path(root) / "test" / which
     if not folder.is_dir():
         raise InputError(f"{folder}: no test/{which}/ folder")
+    below = _files_below(folder) + [p for p in folder.parent.iterdir()
+                                    if _is_candidate(p) and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if below:  # a query left out is a submission without it: refused, not skipped
+        raise InputError(f"{len(below)} test image(s) outside test/query/ and test/reference/ themselves, e.g. "
+                         f"{_some(sorted(below))}: they would be left out; put each directly in test/query/ or test/reference/")
     images, skipped = _list_images(folder)
     if skipped:
         log.warning("%d files without an image extension skipped in %s, e.g. %s",
@@ -176,3 +208,44 @@ def check_test_images(root: str | Path, query: pd.DataFrame, reference: pd.DataF
     for reason in bad_q.values():
         log.warning("query given an empty ranking: %s", reason)
     return query.loc[query["image"].isin(list(bad_q)), "id"].tolist()
+
+
+# -- the data a stage read, unchanged while it ran (issue 31) ------------------------------------
+
+def data_listing(root: str | Path, parts: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``{path under root: (size, mtime_ns)}`` of every file under ``root/<part>``, recursively."""
+    root, out = Path(root), {}
+    for part in parts:
+        for folder, _, files in os.walk(root / part):
+            for name in files:
+                st = os.stat(os.path.join(folder, name))
+                out[Path(folder, name).relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def listing_digest(listing: dict[str, tuple[int, int]]) -> str:
+    """sha256 of a listing's names and sizes (not its times: the same data copied elsewhere, or
+    generated again, gives the same digest)."""
+    return hashlib.sha256("".join(f"{k}\t{v[0]}\n" for k, v in sorted(listing.items())).encode()).hexdigest()
+
+
+def _changes(root: str | Path, stage: str, before: dict, after: dict) -> str:
+    added, removed = after.keys() - before.keys(), before.keys() - after.keys()
+    changed = {k for k in before.keys() & after.keys() if before[k] != after[k]}
+    where = os.path.commonpath([os.path.dirname(k) for k in added | removed | changed]) or "."
+    counts = ", ".join(f"{len(s)} file{'s' * (len(s) != 1)} {w}" for s, w in
+                       ((added, "added"), (removed, "removed"), (changed, "changed")) if s)
+    return f"{Path(root, where).as_posix()} changed while {stage} ran ({counts}); run again"
+
+
+@contextlib.contextmanager
+def data_unchanged(root: str | Path, stage: str, parts: Sequence[str] = ("train", "test")) -> Iterator[str]:
+    """Run a stage's reading of ``root/<parts>``, listed (names, sizes, times) before and after:
+    yields the digest of the data (:func:`listing_digest`), for the stage's outputs, and raises
+    :class:`InputError` naming what changed if the data changed meanwhile, so that the stage fails
+    (and DVC records no lock for outputs made of data it no longer has)."""
+    before = data_listing(root, parts)
+    yield listing_digest(before)
+    after = data_listing(root, parts)
+    if after != before:
+        raise InputError(_changes(root, stage, before, after))

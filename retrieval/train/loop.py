@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from retrieval.config import Params
-from retrieval.data.folds import IMAGE, LABEL, fold_parts
+from retrieval.data.folds import IMAGE, LABEL, check_fold_validates, fold_parts
 from retrieval.data.loaders import HeldImages, ImageDataset, eval_images, train_loader, train_transform
 from retrieval.embed.tta import embed_dataset
 from retrieval.io import InputError, atomic_path, claimed
@@ -317,6 +317,7 @@ class _Run:
         classes = sorted(self.train_df[LABEL].unique())
         if len(classes) < 2:
             raise InputError(f"fold {fold}: trains on {len(classes)} class; a model needs at least 2 (lower cv.n_folds)")
+        check_fold_validates(folds, fold)  # as the check stage does, for a run of train alone
         self.n_classes = len(classes)
         targets = self.train_df[LABEL].map({c: i for i, c in enumerate(classes)}).to_numpy()
         self._build_model(params)
