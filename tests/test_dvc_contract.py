@@ -71,6 +71,9 @@ def test_package_inits_hold_no_code():
         code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
         if init.parent.name == "retrieval":
             code = [n for n in code if not (isinstance(n, ast.Assign) and n.targets[0].id == "__version__")]
+        if init.parent.name == "bundle":  # the public API's re-exports (stages import the modules)
+            code = [n for n in code if not (isinstance(n, ast.ImportFrom) and n.module.startswith("retrieval.")
+                                            or isinstance(n, ast.Assign) and n.targets[0].id == "__all__")]
         assert not code, f"{init.relative_to(ROOT)}: code in a package's __init__.py"
 
 
