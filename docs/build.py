@@ -46,7 +46,7 @@ def yaml_value(v) -> str:
 
 
 def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
 
 def sections(model: type[Section] = Params, name: str = "", desc: str = "") -> list[tuple[str, str, list[tuple]]]:
@@ -71,7 +71,7 @@ def params_md() -> str:
              "left out of params.yaml takes the default shown; unknown keys, wrong types and out-of-range",
              "values are refused before any work starts.", ""]
     for name, desc, rows in sections():
-        lines += [f"## {name or 'top level'}", ""] + ([desc[0].upper() + desc[1:] + ".", ""] if desc else [])
+        lines += [f"## {name or 'top level'}", ""] + ([desc + ".", ""] if desc else [])
         lines += ["| key | default | meaning |", "|---|---|---|"]
         lines += [f"| `{k}` | `{cell(d)}` | {cell(m)} |" for k, d, m in rows] + [""]
     return "\n".join(lines)
