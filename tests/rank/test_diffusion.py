@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 
+from retrieval.config import RerankParams
 from retrieval.metrics import retrieval_metrics
 from retrieval.rank.diffusion import block_cg, diffusion, reference_graph
 from retrieval.rank.knn import knn
@@ -188,3 +189,19 @@ def test_bad_arguments(data):
         diffusion(q, g[:, :3])
     with pytest.raises(ValueError, match="alpha"):
         diffusion(q, g, alpha=1.0)
+
+
+def test_production_settings_near_the_converged_solution():
+    """The pipeline's diffusion (its params, float32, 20 CG iterations: truncated, not converged)
+    against the exact solve of (I - alpha S) f = y: on 60 queries over 1,000 clustered references
+    the top 10 hold the same references for at least 98% of places and mAP@1000 is within 0.002
+    (measured: 100% and 0.0002; with 5 iterations 81% and 0.011)."""
+    d = RerankParams().diffusion
+    q, g, q_labels, g_labels = clustered(60, 1000, seed=4)
+    f, sq = dense_diffusion(q, g, d.k, d.alpha, d.gamma, d.query_k)
+    exact = dense_rank(np.where(np.abs(f) < 1e-13, 0.0, f), sq, 1000)
+    _, idx = diffusion(q, g, k=d.k, alpha=d.alpha, gamma=d.gamma, query_k=d.query_k, top_k=1000)
+    overlap = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(idx, exact)])
+    assert overlap >= 0.98
+    got, want = (retrieval_metrics(r, q_labels, g_labels)["map@1000"] for r in (idx, exact))
+    assert abs(got - want) <= 0.002
