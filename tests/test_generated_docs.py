@@ -112,3 +112,17 @@ def test_bench_scripts_write_results_through_save_result():
         if '"--out"' in text:
             assert "save_result(" in text, f"{path.name}: write the result with bench.provenance.save_result"
             assert "write_text(json.dumps(result" not in text and "write_text(json.dumps(out" not in text, path.name
+
+
+def test_check_mode_fails_on_a_stale_file_and_writing_fixes_it(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "params.md"
+    target.write_text("# hand-edited\n")
+    monkeypatch.setattr(build, "PARAMS_MD", target)
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(build, "MARKED", ())
+    assert build.main(["--check"]) == 1
+    assert "stale: params.md" in capsys.readouterr().err
+    assert target.read_text() == "# hand-edited\n"  # check mode writes nothing
+    assert build.main([]) == 0
+    assert target.read_text() == build.params_md()
+    assert build.main(["--check"]) == 0
