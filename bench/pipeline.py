@@ -1,6 +1,6 @@
 """The whole pipeline on one data set, scored: what the README's results table quotes.
 
-Clones this checkout's HEAD into ``--workdir``, points ``data.root`` at ``--data`` (with any
+Clones this checkout's HEAD (or ``--rev``) into ``--workdir``, points ``data.root`` at ``--data`` (with any
 ``--set KEY=VALUE`` overrides), runs ``dvc repro``, scores the submission against
 ``--data``/truth with ``stages.score`` (the benchmark reads the truth; no stage does), and
 writes ``--out`` (through :mod:`bench.provenance`):
@@ -39,9 +39,10 @@ def _run(cmd: list[str], cwd: Path, log: Path) -> None:
         subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
 
 
-def _set_up(workdir: Path, data: Path, overrides: list[str]) -> None:
-    """A clone of HEAD at ``workdir`` whose params.yaml reads ``data``."""
+def _set_up(workdir: Path, rev: str, data: Path, overrides: list[str]) -> None:
+    """A clone of this checkout at ``workdir``, at commit ``rev``, whose params.yaml reads ``data``."""
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(workdir)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", rev], cwd=workdir, check=True)
     params_path = workdir / "params.yaml"
     params = merged(yaml.safe_load(params_path.read_text()), dotted([f"data.root={data}", *overrides]))
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -70,11 +71,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="a data set in the competition layout, with truth/")
     ap.add_argument("--workdir", required=True, help="an empty folder for the clone and its run (kept)")
+    ap.add_argument("--rev", default="HEAD", help="the commit to run (default: this checkout's HEAD)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", required=True, help="the JSON to write")
     args = ap.parse_args(argv)
     data, workdir = Path(args.data).resolve(), Path(args.workdir).resolve()
-    _set_up(workdir, data, args.overrides)
+    _set_up(workdir, args.rev, data, args.overrides)
     log = workdir / "bench_pipeline.log"
     start = time.perf_counter()
     _run(["dvc", "repro"], workdir, log)
