@@ -3,17 +3,17 @@ one-line errors instead of tracebacks."""
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import logging
 import os
+import re
+import shlex
 import sys
+from pathlib import Path
 from typing import Callable
 
 from retrieval.config import load_params
-from retrieval.io import InputError
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-size limit
+from retrieval.io import DISK_FULL, InputError
 
 
 def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
@@ -26,7 +26,14 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
         if not logging.getLogger().handlers:  # leave a caller's logging (a notebook, pytest) alone
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
+            missing = _missing_inputs(_module_of(fn), sys.argv[1:] if argv is None else list(argv))
+            if missing:
+                raise InputError(_missing_message(missing[0]) + (f" (and {len(missing) - 1} more missing)"
+                                                                  if len(missing) > 1 else ""))
             return fn(argv) or 0
+        except FileNotFoundError as err:  # an input the checks above could not know of
+            print(f"error: {_missing_message(str(err.filename)) if err.filename else err}", file=sys.stderr)
+            return 2
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -44,6 +51,73 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 1
 
     return main
+
+
+def _module_of(fn: Callable) -> str:
+    """``stages.rerank`` for a stage's ``main``, also when run as ``python -m stages.rerank``."""
+    if fn.__module__ != "__main__":
+        return fn.__module__
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec else ""
+
+
+def _dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages, ``foreach`` expanded (``train@0``), ``${...}`` filled from params.yaml:
+    ``{name: {"cmd": [...], "deps": [...], "outs": [...]}}``; empty without both files here."""
+    import yaml
+    if not (Path("dvc.yaml").is_file() and Path("params.yaml").is_file()):
+        return {}
+    try:
+        stages, params = yaml.safe_load(Path("dvc.yaml").read_text())["stages"], yaml.safe_load(Path("params.yaml").read_text())
+    except (yaml.YAMLError, KeyError, TypeError):
+        return {}
+
+    def fill(text: str, item=None) -> str:
+        def value(m: re.Match) -> str:
+            v = item if m.group(1) == "item" else functools.reduce(lambda d, k: d[k], m.group(1).split("."), params)
+            return str(v)
+        return re.sub(r"\$\{([\w.]+)\}", value, text)
+
+    out = {}
+    for name, body in stages.items():
+        items = [(name, None, body)] if "foreach" not in body else \
+            [(f"{name}@{i}", i, body["do"]) for i in yaml.safe_load(fill(str(body["foreach"])))]
+        for full, item, b in items:
+            paths = lambda key: [fill(next(iter(e)) if isinstance(e, dict) else e, item) for e in b.get(key) or []]  # noqa: E731
+            out[full] = {"cmd": shlex.split(fill(b["cmd"], item)), "deps": paths("deps"),
+                         "outs": paths("outs") + paths("metrics")}
+    return out
+
+
+def _missing_inputs(module: str, argv: list[str]) -> list[str]:
+    """The declared inputs (dvc.yaml's deps) missing for the stage that this command runs, when
+    it runs as dvc.yaml says; DVC itself refuses a missing input before a stage runs."""
+    try:
+        stages = _dvc_stages()
+    except (KeyError, TypeError, ValueError):  # a params.yaml DVC could not read either
+        return []
+    for body in stages.values():
+        if body["cmd"][1:3] == ["-m", module] and body["cmd"][3:] == argv:  # another stage's output
+            return [d for d in body["deps"] if not os.path.exists(d) and _makers(stages, d)]
+    return []
+
+
+def _makers(stages: dict[str, dict], path: str) -> list[str]:
+    """The stages whose outputs are ``path``, hold it, or lie in it (a folder)."""
+    rel = os.path.relpath(path) if os.path.isabs(path) else os.path.normpath(path)
+    return sorted(n for n, b in stages.items() for o in b["outs"]
+                  if rel == o or rel.startswith(o.rstrip("/") + "/") or o.startswith(rel.rstrip("/") + "/"))
+
+
+def _missing_message(path: str) -> str:
+    """``path is missing``, and the dvc.yaml stage that writes it, if any."""
+    try:
+        makers = _makers(_dvc_stages(), path)
+    except (KeyError, TypeError, ValueError):
+        makers = []
+    groups = {n.split("@")[0] for n in makers}
+    todo = next(iter(groups)) if len(makers) > 1 and len(groups) == 1 else " ".join(makers)
+    return f"{path} is missing" + (f": run `dvc repro {todo}` first" if makers else "")
 
 
 def _silence_stdout() -> None:

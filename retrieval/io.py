@@ -3,6 +3,7 @@ line, the resume-folder lock, and the errors stages print as one line."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -14,6 +15,9 @@ from typing import Any, Callable, Iterator
 
 class InputError(Exception):
     """Bad user input (data, params, a submission): shown as one clear line, no traceback."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota, file-size limit
 
 
 # what np.load and reading a damaged .npz raise: truncated (BadZipFile, EOFError), a member cut
@@ -49,6 +53,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:  # a write's own error names no file: name the output it was for
+        if err.errno in DISK_FULL and not err.filename:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

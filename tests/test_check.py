@@ -204,3 +204,15 @@ def test_train_files_not_taken_are_counted_and_named(tmp_path, monkeypatch, capl
     assert (metrics["skipped_train_files"], metrics["train_images"]) == (4, 12)
     assert "4 files under data/train skipped" in caplog.text
     assert "data/train/c0/more/a.jpg, data/train/c0/more/b.jpg, data/train/c1/notes.txt and 1 more" in caplog.text
+
+
+def test_a_missing_train_folder_is_the_check_stages_error_not_dvcs(tmp_path, monkeypatch, capsys):
+    # DVC refuses a missing dependency with its own "[Errno 2]" before a stage runs: check depends
+    # on the data root itself, so a root without train/ reaches this stage's message
+    deps = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]["check"]["deps"]
+    assert "${data.root}" in deps and not [d for d in deps if d.startswith("${data.root}/")]
+    layout(tmp_path / "data")
+    import shutil
+    shutil.rmtree(tmp_path / "data" / "train")
+    assert run_check(tmp_path, monkeypatch, BASE) == 2
+    assert "data/train: no train/ folder (expected train/<class>/<image>)" in one_line_error(capsys)

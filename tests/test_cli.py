@@ -75,3 +75,66 @@ def test_a_closed_stdout_pipe_ends_the_stage_quietly(tmp_path):
               f"from stages import compare; sys.exit(compare.main([{str(a)!r}, {str(a)!r}, '--resamples', '5']))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
     assert done.returncode == 141 and done.stderr == ""
+
+
+def rerank_args(fold: int) -> list[str]:
+    """The flags dvc.yaml gives rerank@fold."""
+    d = f"outputs/extract/fold{fold}"
+    r = f"outputs/rerank/fold{fold}"
+    return ["--query", f"{d}/query.npz", "--reference", f"{d}/reference.npz", "--valid", f"{d}/valid.npz",
+            "--ranking", f"{r}/ranking.npz", "--metrics", f"{r}/metrics.json", "--ablation", f"{r}/ablation.csv",
+            "--valid-ap", f"{r}/valid_ap.csv", "--valid-ranking", f"{r}/valid_ranking.npz"]
+
+
+@pytest.fixture
+def dvc_copy(tmp_path, monkeypatch):
+    """A folder holding the repository's dvc.yaml and params.yaml, as the working directory."""
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_missing_declared_input_names_the_stage_to_run_first(dvc_copy, capsys):
+    # a bare "No such file or directory" for query.npz, until now
+    from stages import ensemble, rerank
+    assert rerank.main(rerank_args(0)) == 2
+    assert capsys.readouterr().err == ("error: outputs/extract/fold0/query.npz is missing: run `dvc repro "
+                                       "extract@0` first (and 3 more missing)\n")
+    for f in (1, 2):
+        for name in ("query", "reference", "valid"):
+            Path(f"outputs/extract/fold{f}").mkdir(parents=True, exist_ok=True)
+            Path(f"outputs/extract/fold{f}/{name}.npz").write_bytes(b"")
+    Path("outputs/check").mkdir(parents=True)
+    Path("outputs/check/passed.txt").write_text("x\n")
+    assert rerank.main(rerank_args(1)) == 2  # its inputs exist (empty): the loader's own error, naming one
+    assert "outputs/extract/fold1/query.npz" in capsys.readouterr().err
+    args = ["--rankings", "outputs/rerank/fold{fold}/ranking.npz", "--rerank-metrics",
+            "outputs/rerank/fold{fold}/metrics.json", "--valid-ap", "outputs/rerank/fold{fold}/valid_ap.csv",
+            "--submission", "outputs/submission/submission.csv", "--metrics", "outputs/ensemble/metrics.json",
+            "--pooled-ap", "outputs/ensemble/valid_ap.csv"]
+    assert ensemble.main(args) == 2  # a folder written by a stage of several folds: the group
+    assert capsys.readouterr().err == "error: outputs/rerank is missing: run `dvc repro rerank` first\n"
+
+
+def test_a_file_not_found_inside_a_stage_is_one_line(dvc_copy, capsys):
+    def reads(argv):
+        open("outputs/train/fold2/model.pt", "rb")
+    assert stage(reads)([]) == 2
+    assert capsys.readouterr().err == "error: outputs/train/fold2/model.pt is missing: run `dvc repro train@2` first\n"
+    assert stage(lambda argv: open("elsewhere.csv"))([]) == 2
+    assert capsys.readouterr().err == "error: elsewhere.csv is missing\n"
+
+
+def test_a_write_past_the_file_size_limit_names_the_file(tmp_path):
+    # EFBIG said "File too large" and no file, until now
+    script = ("import resource, signal, sys\n"
+              "from retrieval.cli import stage\nfrom retrieval.io import write_json\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+              "sys.exit(stage(lambda argv: write_json(sys.argv[1], list(range(5000))))([]))\n")
+    out = tmp_path / "big.json"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, cwd=str(ROOT))
+    assert done.returncode == 1
+    assert done.stderr == f"error: File too large writing {out}; no output was left half-written\n"
+    assert not out.exists() and not list(tmp_path.iterdir())
