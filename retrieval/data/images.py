@@ -45,7 +45,7 @@ def _check_unique_ids(ids: Sequence[str], paths: Sequence[Path], where: str, in_
     seen: dict[str, Path] = {}
     for i, p in zip(ids, paths):
         if in_submission and (any(ch.isspace() for ch in i) or "," in i or '"' in i):
-            raise InputError(f"{p}: the id {i!r} holds a space, comma or quote, which a submission "
+            raise InputError(f"{p}: the id {i!r} holds a space, comma or double quote, which a submission "
                              "(query_id,reference_ids separated by spaces) cannot hold; rename the file")
         if i in seen:
             raise InputError(f"{where}: two files share the id '{i}': {seen[i].name} and {p.name}")

@@ -79,8 +79,13 @@ def _query_fault(qid: str, ranking: Sequence[str] | None, expected: bool, refere
     unknown = [r for r in ranking if r not in references]
     if unknown:
         extra = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        return f"query {qid!r}: unknown reference {unknown[0]!r}{extra}"
+        return f"query {qid!r}: unknown reference {_cut(unknown[0])}{extra}"
     return None
+
+
+def _cut(value: str, n: int = 60) -> str:
+    """``repr(value)``, cut to about ``n`` characters for a one-line message."""
+    return repr(value) if len(value) <= n else f"{value[:n]!r}... ({len(value)} characters)"
 
 
 def _id_fault(value: str) -> str | None:
@@ -88,7 +93,7 @@ def _id_fault(value: str) -> str | None:
     if value == "":
         return "is empty"
     if any(ch.isspace() for ch in value) or any(ch in value for ch in _FORBIDDEN):
-        return "contains a space, comma, quote or other separator the format cannot represent"
+        return "contains a space, comma, double quote or other separator the format cannot represent"
     return None
 
 
@@ -152,6 +157,9 @@ def read_submission(path: str | os.PathLike) -> dict[str, list[str]]:
         if qid in first_row:
             raise SubmissionError(f"{path}: query {qid!r} appears in rows {first_row[qid]} and {line}")
         first_row[qid] = line
+        if "," in row[1]:  # a quoted field of comma-joined ids: one unknown id thousands of characters long
+            raise SubmissionError(f"{path}: row {line}: reference ids are separated by spaces, not commas: "
+                                  f"{_cut(row[1])}")
         rankings[qid] = row[1].split()
     return rankings
 

@@ -174,3 +174,25 @@ def test_score_cli_invalid_submission_is_one_error_line(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "query 'q1'" in lines[0]
     assert score.main(["--submission", str(tmp_path / "none.csv"), "--truth", str(truth)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_score_cli_comma_joined_references_say_the_separator_in_a_short_line(tmp_path, capsys):
+    # a quoted field of 1,000 comma-joined ids printed one 5,000-character line, until now
+    refs = [(f"r{i}", "a") for i in range(1000)]
+    truth = write_truth(tmp_path / "truth", [("q1", "a")], refs)
+    sub = tmp_path / "submission.csv"
+    sub.write_text('query_id,reference_ids\nq1,"' + ",".join(i for i, _ in refs) + '"\n')
+    assert score.main(["--submission", str(sub), "--truth", str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sub}: row 2: reference ids are separated by spaces, not commas: 'r0,r1,")
+    assert err.endswith("... (4889 characters)\n") and len(err) < 200 + len(str(sub))
+
+
+def test_single_quotes_in_ids_round_trip_double_quotes_are_refused(tmp_path):
+    # the CSV reader treats only double quotes specially: an id with an apostrophe is fine
+    path = tmp_path / "submission.csv"
+    refs = REFS + ["l'œuf", "it's"]
+    write_submission(path, {**RANKINGS, "q1": ["l'œuf", "r1"], "it's": []}, [*QUERIES, "it's"], refs)
+    assert read_submission(path)["q1"] == ["l'œuf", "r1"] and read_submission(path)["it's"] == []
+    with pytest.raises(SubmissionError, match="contains a space, comma, double quote or other separator"):
+        write_submission(path, {**RANKINGS, "q1": ['say"cheese']}, QUERIES, REFS + ['say"cheese'])
