@@ -1,0 +1,166 @@
+"""Load test of the search service on loopback: latency, throughput, errors and the server's
+memory, against ``python -m stages.serve`` started here in a subprocess on 127.0.0.1.
+
+    python bench/serve.py --bundle outputs/bundle --images DIR --out bench/results/serve_NAME.json
+                          [--n 1000 --concurrency 8 --single 100 --warmup 20 --k 10]
+
+Queries: the images in ``--images`` (sorted, read into memory once), uploaded in turn as
+``POST /search`` (multipart ``image``, ``k``). Steps, each after the previous one:
+
+* ``warmup``: that many searches, one at a time (not measured); ``rss_before_mb``: the
+  server's resident memory then (``VmRSS`` of /proc/PID/status);
+* ``single``: that many searches by one client, one after another: ``single_p50_ms``,
+  ``single_p95_ms`` (each request's wall time at the client, upload and JSON included);
+* ``load``: ``--n`` searches by ``--concurrency`` client threads (one HTTP connection each):
+  ``load_p50_ms``, ``load_p95_ms``, ``load_errors`` (a status other than 200, or no answer),
+  ``searches_per_s`` (``--n`` / the wall time of the whole step); ``rss_after_mb`` and
+  ``rss_growth`` = after / before - 1 (the target: within 0.10).
+
+The figures are those of this machine as it was: say when it was shared.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.provenance import save_result  # noqa: E402
+from retrieval.data.images import IMAGE_EXTENSIONS  # noqa: E402
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (the OS's pick)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, max_upload_mb: float = 20, launch: list[str] | None = None) -> Iterator[tuple[str, int]]:
+    """``python -m stages.serve`` over ``bundle`` on a free loopback port, in a subprocess (or
+    ``python *launch`` with the same flags); yields (base URL, pid) once ``/health`` answers,
+    stops it after. Its log goes to a temporary file (a pipe could fill and block it)."""
+    port = free_port()
+    args = ["--bundle", str(bundle), "--port", str(port), "--max-upload-mb", str(max_upload_mb)]
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, *(launch or ["-m", "stages.serve"]), *args], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > end:
+                    log.seek(0)
+                    raise RuntimeError(f"the server did not start: {log.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid``, MB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def search(client: httpx.Client, name: str, data: bytes, k: int) -> tuple[float, bool]:
+    """One ``POST /search``: (seconds, answered 200)."""
+    start = time.perf_counter()
+    try:
+        ok = client.post("/search", files={"image": (name, data, "image/jpeg")}, data={"k": str(k)}).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return time.perf_counter() - start, ok
+
+
+def run(url: str, queries: list[tuple[str, bytes]], n: int, workers: int, k: int, offset: int = 0) -> tuple[list[float], int, float]:
+    """``n`` searches by ``workers`` threads: (latencies, errors, wall seconds)."""
+    def work(w: int) -> list[tuple[float, bool]]:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            return [search(client, *queries[(offset + i) % len(queries)], k) for i in range(w, n, workers)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        done = [r for rs in pool.map(work, range(workers)) for r in rs]
+    wall = time.perf_counter() - start
+    return [t for t, _ in done], sum(not ok for _, ok in done), wall
+
+
+def percentiles(seconds: list[float], prefix: str) -> dict:
+    ms = np.asarray(seconds) * 1000
+    return {f"{prefix}_p50_ms": round(float(np.percentile(ms, 50)), 1),
+            f"{prefix}_p95_ms": round(float(np.percentile(ms, 95)), 1)}
+
+
+def read_queries(folder: Path, limit: int) -> list[tuple[str, bytes]]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())[:limit]
+    if not files:
+        raise SystemExit(f"error: {folder}: no images")
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True, type=Path)
+    ap.add_argument("--images", required=True, type=Path, help="folder of query images")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--single", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--max-queries", type=int, default=500, help="distinct query images read, at most")
+    args = ap.parse_args(argv)
+    queries = read_queries(args.images, args.max_queries)
+    with serving(args.bundle) as (url, pid):
+        with urllib.request.urlopen(url + "/health") as reply:
+            health = json.load(reply)
+        _, warm_errors, _ = run(url, queries, args.warmup, 1, args.k)
+        rss_before = rss_mb(pid)
+        single, single_errors, _ = run(url, queries, args.single, 1, args.k, offset=args.warmup)
+        load, load_errors, wall = run(url, queries, args.n, args.concurrency, args.k, offset=args.warmup + args.single)
+        rss_after = rss_mb(pid)
+    settings_file = args.bundle / "settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    result = {"bundle": str(args.bundle), "references": health["references"], "images": str(args.images),
+              "distinct_queries": len(queries), "k": args.k, "warmup": args.warmup, "warmup_errors": warm_errors,
+              "single": args.single, "single_errors": single_errors, **percentiles(single, "single"),
+              "n": args.n, "concurrency": args.concurrency, "load_errors": load_errors, **percentiles(load, "load"),
+              "searches_per_s": round(args.n / wall, 2), "rss_before_mb": round(rss_before, 1),
+              "rss_after_mb": round(rss_after, 1), "rss_growth": round(rss_after / rss_before - 1, 4),
+              "tta": {k: settings.get(k) for k in ("tta_sizes", "flip_tta", "image_size", "scales") if k in settings}}
+    save_result(args.out, result)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
