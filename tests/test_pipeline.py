@@ -37,6 +37,13 @@ def tiny(tiny_params):
     })
 
 
+# every stage's metrics before the report's: what the report's charts and the summary read
+RUN_FLAGS = ("--demo-metrics", "metrics/demo.json", "--check-metrics", "check/metrics.json", "--split-metrics",
+             "split/metrics.json", "--train-metrics", "train/fold{fold}/metrics.json", "--extract-metrics",
+             "extract/fold{fold}/metrics.json", "--rerank-metrics", "rerank/fold{fold}/metrics.json",
+             "--ensemble-metrics", "ensemble/metrics.json")
+
+
 def run_stage(module: str, *args: str) -> None:
     mod = __import__(f"stages.{module}", fromlist=["main"])
     assert mod.main(list(args)) == 0, module
@@ -94,13 +101,23 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
               "--pooled-ap", "ensemble/valid_ap.csv")
     run_stage("report", "--valid", "extract/fold{fold}/valid.npz", "--valid-ranking", "rerank/fold{fold}/valid_ranking.npz",
               "--folds", "split/folds.csv",
-              "--submission", "submission/submission.csv", "--out", "report", "--metrics", "metrics/report.json")
+              "--submission", "submission/submission.csv", "--out", "report", "--metrics", "metrics/report.json",
+              *RUN_FLAGS, "--history", "train/fold{fold}/history.csv", "--ablation", "rerank/fold{fold}/ablation.csv")
+    run_stage("summary", *RUN_FLAGS, "--report-metrics", "metrics/report.json", "--submission",
+              "submission/submission.csv", "--report", "report/index.html", "--out", "summary.txt")
+    summary = Path("summary.txt").read_text().splitlines()
+    assert len(summary) <= 15 and summary[0].startswith("validation mAP@1000  ")
+    assert "submission  submission/submission.csv (6 test queries)" in summary and capsys.readouterr().out.endswith(
+        Path("summary.txt").read_text())  # printed last
     assert_wall_times(["metrics/demo.json", "check/metrics.json", "split/metrics.json", "ensemble/metrics.json",
                        "metrics/report.json"] + [f"{s}/fold{f}/metrics.json" for s in ("train", "extract", "rerank")
                                                  for f in (0, 1)],
                       with_images=["metrics/demo.json", "split/metrics.json", "train/fold0/metrics.json",
                                    "extract/fold1/metrics.json"])
     page = Path("report/index.html").read_text()
+    # the run: each fold's validation curve and re-ranking ablation, and the stages' wall times
+    assert page.count("validation mAP@1000 by epoch</text>") == page.count("re-ranking, validation mAP@1000</text>") == 2
+    assert "wall time of each stage" in page
     n_valid_queries = int((folds["role"] == "query").sum())
     shown = min(TINY_REPORT_VALID, n_valid_queries)
     # every validation row shows its query and its top references (all 6 of a fold's, at most 10)
@@ -216,9 +233,10 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo, tiny_params):
         assert name in page, name
     changed = tiny_params({"rerank": {"qe": {"alpha": 1.0}}}, tiny)
     (repo / "params.yaml").write_text(yaml.safe_dump(changed))
-    # check reads the whole params.yaml and reruns, but writes the same line: nothing else reruns
-    # for it; the report ranks validation as rerank does
-    assert ran_stages(dvc(repo, "repro")) == ["check", "ensemble", "report", "rerank@0", "rerank@1"]
+    # check reads the whole params.yaml and reruns, but writes the same line: only the report and
+    # the summary (they show its wall time) would rerun for it; the report ranks validation as
+    # rerank does
+    assert ran_stages(dvc(repo, "repro")) == ["check", "ensemble", "report", "rerank@0", "rerank@1", "summary"]
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:

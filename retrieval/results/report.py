@@ -2,21 +2,19 @@
 
 Pure table functions (:func:`class_table`, :func:`confused_pairs`, :func:`pick_examples`) and
 two renderers: :func:`render_html` (one self-contained page, thumbnails embedded as JPEG data
-URIs) and :func:`render_grid` (a PNG of query rows, each followed by its top references, with
-green and red frames where labels are known).
+URIs; the run's charts from :mod:`retrieval.results.run_section`) and
+:func:`retrieval.results.thumbnails.render_grid` (a PNG of query rows, each followed by its top
+references, with green and red frames where labels are known).
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageOps
 
 from retrieval.data.folds import QUERY
 from retrieval.data.images import ID, IMAGE, scan_test
@@ -25,9 +23,7 @@ from retrieval.io import InputError, atomic_path
 from retrieval.metrics import MAP, P1, ranking_ap
 from retrieval.rank.ranking_file import load_ranking
 from retrieval.results.submission import read_submission
-
-RIGHT, WRONG, UNKNOWN = (46, 160, 67), (207, 34, 46), (140, 140, 140)
-
+from retrieval.results.thumbnails import RIGHT, WRONG, data_uri, mark, render_grid, thumbnail
 
 @dataclass
 class Example:
@@ -96,54 +92,6 @@ def pick_examples(ap: np.ndarray, n: int) -> np.ndarray:
 
 # -- rendering --------------------------------------------------------------------------------
 
-def thumbnail(path: Path, size: int) -> Image.Image:
-    """A ``size`` x ``size`` RGB thumbnail (EXIF orientation honoured, padded, not cropped);
-    a grey square with a cross if the image cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            return ImageOps.pad(im, (size, size), color=(245, 245, 245))
-    except Exception:  # noqa: BLE001 - a report never stops on one bad image
-        im = Image.new("RGB", (size, size), (200, 200, 200))
-        d = ImageDraw.Draw(im)
-        d.line((0, 0, size, size), fill=WRONG, width=2)
-        d.line((0, size, size, 0), fill=WRONG, width=2)
-        return im
-
-
-def data_uri(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def mark(query_label: str | None, ref_label: str | None) -> tuple[int, int, int]:
-    if query_label is None or ref_label is None:
-        return UNKNOWN
-    return RIGHT if query_label == ref_label else WRONG
-
-
-def render_grid(examples: Sequence[Example], path: str | Path, thumb: int = 96, pad: int = 4) -> tuple[int, int]:
-    """A PNG: one row per example, the query then its references, each reference framed green
-    (same label), red (other label) or grey (unknown); the query is framed blue. Returns its size."""
-    cols = 1 + max((len(e.ref_ids) for e in examples), default=0)
-    cell = thumb + 2 * pad
-    gap = pad * 3  # between the query and its references
-    width, height = cols * cell + gap, max(len(examples), 1) * cell
-    grid = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, e in enumerate(examples):
-        y = r * cell
-        frames = [(e.query_image, (31, 111, 235), 0)]
-        frames += [(img, mark(e.query_label, lab), cell * (c + 1) + gap)
-                   for c, (img, lab) in enumerate(zip(e.ref_images, e.ref_labels))]
-        for img, colour, x in frames:
-            draw.rectangle((x + 1, y + 1, x + cell - 2, y + cell - 2), fill=colour)  # 1 px white between cells
-            grid.paste(thumbnail(img, thumb), (x + pad, y + pad))
-    grid.save(path, format="PNG", optimize=True)
-    return grid.size
-
-
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1400px}
 h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
@@ -155,6 +103,7 @@ th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums
 .q img{border-color:#1f6feb}.ok img{border-color:#2ea043}.bad img{border-color:#cf222e}
 .cell span{max-width:104px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .meta{color:#57606a;font-size:13px}.sep{width:10px;flex:none}
+.charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start;margin:8px 0}
 """
 
 
@@ -195,16 +144,17 @@ def _table(df: pd.DataFrame, floats: Sequence[str] = ()) -> str:
 
 def render_html(summary: pd.DataFrame, valid_examples: Sequence[Example], classes: pd.DataFrame,
                 pairs: pd.DataFrame, test_examples: Sequence[Example], grid_name: str,
-                title: str = "Retrieval report", thumb: int = 96) -> str:
-    """The whole page as one string: summary, validation examples (right/wrong marked), per-class
-    AP (hardest first), the most confused pairs, and test examples (no labels)."""
+                title: str = "Retrieval report", thumb: int = 96, run_html: str = "") -> str:
+    """The whole page as one string: summary, the run (``run_html``: charts, placed as given),
+    validation examples (right/wrong marked), per-class AP (hardest first), the most confused
+    pairs, and test examples (no labels)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p class='meta'>Validation: each fold's held-out classes, ranked by that fold's model with the "
              "configured re-ranking; frames: <b style='color:#2ea043'>same class</b>, "
              "<b style='color:#cf222e'>other class</b>, <b style='color:#1f6feb'>query</b>. "
              f"A PNG of the validation rows: <a href='{html.escape(grid_name)}'>{html.escape(grid_name)}</a>.</p>",
-             "<h2>Validation summary</h2>", _table(summary, floats=(MAP, P1)),
+             "<h2>Validation summary</h2>", _table(summary, floats=(MAP, P1)), run_html,
              f"<h2>Validation queries, worst to best ({len(valid_examples)})</h2>"]
     parts += [_example_row(e, thumb) for e in valid_examples]
     parts += ["<h2>Hardest classes (per-class AP of the validation queries, lowest first)</h2>",
@@ -291,12 +241,14 @@ def _test_examples(root: Path, submission: str | Path, cfg) -> list[Example]:
 
 
 def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequence[str | Path],
-                ranking_paths: Sequence[str | Path], submission: str | Path, out_dir: str | Path) -> dict:
+                ranking_paths: Sequence[str | Path], submission: str | Path, out_dir: str | Path,
+                run_html: str = "") -> dict:
     """Write ``index.html`` and ``grid.png`` under ``out_dir``; return a summary dict.
 
     ``params`` is the whole :class:`retrieval.config.Params` (``cv.folds``, ``report`` for
     sizes); ``valid_paths`` holds each fold's ``valid.npz`` and ``ranking_paths`` each fold's
-    ``valid_ranking.npz`` (its validation queries ranked by ``rerank``), in ``cv.folds`` order.
+    ``valid_ranking.npz`` (its validation queries ranked by ``rerank``), in ``cv.folds`` order;
+    ``run_html``: the section on the run (:func:`retrieval.results.run_section.run_section`).
     """
     root, out_dir, cfg = Path(root), Path(out_dir), params.report
     image_of = dict(zip(folds[ID].astype(str), folds[IMAGE].astype(str)))
@@ -309,7 +261,8 @@ def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequ
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "grid.png") as tmp:
         size = render_grid(valid_examples, tmp, cfg.thumb)
-    page = render_html(summary, valid_examples, classes, pairs, test_examples, "grid.png", thumb=cfg.thumb)
+    page = render_html(summary, valid_examples, classes, pairs, test_examples, "grid.png", thumb=cfg.thumb,
+                       run_html=run_html)
     with atomic_path(out_dir / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
     return {"valid_examples": len(valid_examples), "test_examples": len(test_examples), "grid_size": list(size),

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrieval.results.report import Example, RIGHT, WRONG, class_table, confused_pairs, pick_examples, render_grid, render_html
+from retrieval.results.report import Example, class_table, confused_pairs, pick_examples, render_html
+from retrieval.results.thumbnails import RIGHT, WRONG, render_grid
 
 
 def test_class_table_golden():
@@ -79,3 +80,11 @@ def test_html_is_self_contained_and_escaped(examples):
     assert page.count("class='cell ok'") == 1 and page.count("class='cell bad'") == 1
     assert "#1" in page  # test references show their rank (a submission has no scores)
     assert "AP 0.500 · fold 0" in page and "<td class='num'>0.500</td>" in page
+
+
+def test_html_places_the_run_section_after_the_summary(examples):
+    valid, test = examples
+    summary = pd.DataFrame([{"fold": "0", "queries": 1, "references": 2, "map@1000": 0.5, "p@1": 1.0}])
+    classes = class_table(["cola"], np.array([0.5]), np.array([True]))
+    page = render_html(summary, [valid], classes, pd.DataFrame(), [test], "grid.png", run_html="<h2>The run</h2><svg/>")
+    assert page.index("Validation summary") < page.index("<h2>The run</h2><svg/>") < page.index("Validation queries")
