@@ -102,3 +102,18 @@ def test_stage_docstring_names_every_flag_dvc_passes(name):
     doc = ast.get_docstring(ast.parse((ROOT / "stages" / f"{name}.py").read_text()))
     missing = sorted(f for f in flags if f"``{f}``" not in doc)
     assert not missing, f"stages/{name}.py's docstring does not name {missing}"
+
+
+def test_git_tracks_no_run_results():
+    # dvc.lock, the metrics and the training histories describe one run: committed, they went
+    # stale (a lock naming library files long gone), and `dvc repro -s` in a fresh clone deleted
+    # them. Untracked (and not ignored, so that `dvc exp run` still commits them to its
+    # experiments), they are only ever those of the run in the workspace.
+    import subprocess
+    done = subprocess.run(["git", "ls-files", "dvc.lock", "outputs"], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip("not a git checkout")
+    assert [f for f in done.stdout.split() if not f.endswith(".gitignore")] == []
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "dvc.lock", "outputs/split/metrics.json"],
+                             cwd=ROOT, capture_output=True)
+    assert ignored.returncode == 1, "dvc exp run refuses a git-ignored dvc.lock, and drops ignored metrics"
