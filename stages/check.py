@@ -20,7 +20,7 @@ import logging
 
 from retrieval.checks import check_root, checked_folds, shared_test_ids
 from retrieval.cli import stage, stage_args
-from retrieval.data.images import scan_test, scan_train, skipped_train_files
+from retrieval.data.images import data_unchanged, scan_test, scan_train, skipped_train_files
 from retrieval.io import atomic_path, write_json
 from retrieval.model.network import check_backbone
 from retrieval.timing import Clock
@@ -34,10 +34,11 @@ def main(argv=None) -> int:
     args, p = stage_args(__doc__, argv, required="--out", optional="--metrics")
     for backbone in p.model.backbones:
         check_backbone(backbone, p.model.pretrained)
-    check_root(p.data.root)
-    folds = checked_folds(p, scan_train(p.data.root))
-    skipped = skipped_train_files(p.data.root)  # logged by scan_train, counted here
-    shared_test_ids(scan_test(p.data.root, "query"), scan_test(p.data.root, "reference"))
+    with data_unchanged(p.data.root, "check"):  # data changed meanwhile: refused
+        check_root(p.data.root)
+        folds = checked_folds(p, scan_train(p.data.root))
+        skipped = skipped_train_files(p.data.root)  # logged by scan_train, counted here
+        shared_test_ids(scan_test(p.data.root, "query"), scan_test(p.data.root, "reference"))
     with atomic_path(args.out) as tmp:
         tmp.write_text(PASSED)
     if args.metrics:

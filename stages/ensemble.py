@@ -2,7 +2,8 @@
 
 Reads   ``--rankings``, ``--rerank-metrics`` and ``--valid-ap``: path patterns whose ``{fold}`` is
         filled with each of cv.folds (rerank's ranking.npz, its metrics for the out-of-fold
-        score, and its per-query validation APs)
+        score, and its per-query validation APs); rankings of features made from other data
+        (their data listings differ) or by an older version are refused
 Writes  ``--submission`` (outputs/submission/submission.csv: query_id,reference_ids),
         ``--metrics``: cross-validated mAP@1000 and P@1 (validation queries of all folds pooled),
         with bootstrap 95% intervals of the mAP@1000 (over queries, and over classes: the honest

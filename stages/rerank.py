@@ -3,14 +3,16 @@
 Steps (rerank.steps, in order): DBA and alpha-QE on the vectors, then at most one of
 k-reciprocal re-ranking or kNN-graph diffusion.
 
-Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract)
+Reads   ``--query``, ``--reference``, ``--valid`` feature files of one fold (extract); files
+        that one extract run did not make together (their fingerprints differ) are refused
 Writes  ``--ranking`` (top-k references of every test query, with scores),
         ``--metrics``: validation mAP@1000 and P@1 with no re-ranking, each step alone and
         the whole chain, ``--ablation``: the same as a table (method, map@1000, p@1),
         ``--valid-ap``: each validation query's AP@1000 and P@1 under the whole chain
         (query_id,label,ap,p@1; their means are the metrics' ``final`` entry), and
         ``--valid-ranking``: the validation queries' top-k references under the whole chain,
-        with scores (a ranking file, read by the report); the metrics hold the stage's wall time
+        with scores (a ranking file, read by the report; both ranking files carry the features'
+        fingerprint); the metrics hold the stage's wall time
         too (``wall``)
 Params  rerank
 """
@@ -20,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from retrieval.cli import stage, stage_args
-from retrieval.embed.feature_file import load_features
+from retrieval.embed.feature_file import check_same_model, load_features
 from retrieval.io import atomic_path, write_json
 from retrieval.metrics import MAP, P1
-from retrieval.rank.ranking_file import save_ranking
+from retrieval.rank.ranking_file import ranking_meta, save_ranking
 from retrieval.rank.rerank import rank, validation_ablation, validation_ranking, validation_rankings
 from retrieval.results.per_query import validation_per_query, write_per_query
 from retrieval.timing import Clock
@@ -36,15 +38,18 @@ def main(argv=None) -> int:
                                                  "--valid-ranking --valid-ap")
     rp = p.rerank
     query, ref, valid = (load_features(getattr(args, n)) for n in ("query", "reference", "valid"))
+    for name, other in (("reference", ref), ("valid", valid)):  # one extract run's files, or refused
+        check_same_model(query, other, args.query, getattr(args, name))
+    made_from = ranking_meta(query.meta)
     valid_rankings = validation_rankings(valid, rp)
     ablation = validation_ablation(valid, valid_rankings)
     write_per_query(args.valid_ap, validation_per_query(valid, valid_rankings["final"]))
     q = valid.roles == "query"
-    save_ranking(args.valid_ranking, valid.ids[q], valid.ids[~q], *validation_ranking(valid, rp))
+    save_ranking(args.valid_ranking, valid.ids[q], valid.ids[~q], *validation_ranking(valid, rp), made_from)
     scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing
-    save_ranking(args.ranking, query.ids, ref.ids, scores, idx)
+    save_ranking(args.ranking, query.ids, ref.ids, scores, idx, made_from)
     write_json(args.metrics, clock.stamp({"valid": ablation, "fold": query.meta.get("fold")}))
     table = pd.DataFrame([{"method": name, MAP: m[MAP], P1: m[P1]} for name, m in ablation.items()])
     with atomic_path(args.ablation) as tmp:

@@ -3,7 +3,8 @@
 Reads   the images or directories given, ``--params`` (cv.folds, rerank, ensemble, extract),
         the fold checkpoints (``--models``), the reference features the pipeline saved
         (``--references``) and the folds' whitening (``--whitening``): nothing is re-embedded
-        but the new images
+        but the new images; a fold's model that did not make its reference features (its
+        weights' fingerprint is not the one the feature file records: retrained since) is refused
 Prints  for each image its top ``--top`` reference ids with fused scores, or JSON (``--json``)
 Writes  with ``--metrics OUT.json``: the images searched and the wall time (``wall``: seconds,
         images per second)

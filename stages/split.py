@@ -4,6 +4,7 @@ Reads   ``<data.root>/train/<class>/<image>``
 Writes  ``--out`` (``outputs/split/folds.csv``: image,id,label,fold,role) and ``--metrics``
         (counts; undecodable training images are skipped, counted there and logged by path;
         the stage's wall time and images decoded per second, ``wall``)
+Refuses if files under data.root/train change while it reads them (exit 2)
 Params  seed, data.root, cv.n_folds, split.query_fraction; and, to refuse a fold of cv.folds
         that could not train as the check stage does, cv.folds, train.sampler, m_per_class, batch_size
 """
@@ -14,7 +15,7 @@ import logging
 from retrieval.checks import checked_folds
 from retrieval.cli import stage, stage_args
 from retrieval.data.folds import fold_summary, write_folds
-from retrieval.data.images import drop_undecodable, scan_train
+from retrieval.data.images import data_unchanged, drop_undecodable, scan_train
 from retrieval.io import write_json
 from retrieval.timing import Clock
 
@@ -23,7 +24,8 @@ from retrieval.timing import Clock
 def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
     args, p = stage_args(__doc__, argv, required="--out --metrics")
-    train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
+    with data_unchanged(p.data.root, "split", ("train",)):  # data changed meanwhile: refused
+        train, skipped = drop_undecodable(scan_train(p.data.root), p.data.root)
     folds = checked_folds(p, train)  # as the check stage did, on the images that decode
     write_folds(args.out, folds)
     summary = fold_summary(folds)

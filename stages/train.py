@@ -11,6 +11,7 @@ Keeps   with ``--resume-dir`` (checkpoints/train/fold{k}, outside DVC's outputs)
 Runs    in ``--nproc`` processes (DVC passes train.nproc) under torchrun, DistributedDataParallel
         (gloo on the CPU, NCCL on CUDA); it relaunches itself under torchrun, or may be started
         by ``torchrun --nproc-per-node N -m stages.train ...``. Rank 0 alone writes.
+Refuses if files under data.root/train change while it runs (exit 2; DVC records no lock)
 Params  seed, data.root, cv, model, train
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 
 from retrieval.cli import stage, stage_args
 from retrieval.data.folds import read_folds
+from retrieval.data.images import data_unchanged
 from retrieval.io import InputError, write_json
 from retrieval.train import distributed
 from retrieval.train.loop import VAL_MAP, train_fold
@@ -41,8 +43,9 @@ def main(argv=None) -> int:
     if not d.main:
         logging.getLogger("retrieval").setLevel(logging.WARNING)
     try:
-        metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history,
-                             resume_dir=args.resume_dir, d=d)
+        with data_unchanged(p.data.root, "train", ("train",)):  # data changed meanwhile: refused
+            metrics = train_fold(p, folds, p.data.root, args.fold, args.model, args.history,
+                                 resume_dir=args.resume_dir, d=d)
     finally:
         distributed.teardown(d)
     if not d.main:

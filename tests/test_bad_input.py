@@ -362,13 +362,147 @@ def test_truncated_ranking_file_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
     for f in (0, 1):
-        save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.ones((1, 2)), np.array([[0, 1]]))
+        save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.ones((1, 2)), np.array([[0, 1]]),
+                     {"features": "f"})
     truncated(Path("rk1.npz"))
     from stages import ensemble
     assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
                           "--valid-ap", "va{fold}.csv", "--pooled-ap", "va.csv",
                           "--submission", "s.csv", "--metrics", "m.json"]) == 2
     one_line_error(capsys, "rk1.npz: not a readable ranking file", "re-run the rerank stage")
+
+
+# -- models, features and data that disagree (issue 31, items 4 and 5) ---------------------------
+
+def retrained(seed: int = 1) -> None:
+    """model.pt replaced by another model of the same shape: fold 0 retrained, extract not re-run."""
+    import torch
+    from retrieval.config import ModelParams
+    from retrieval.model.checkpoints import save_checkpoint
+    from retrieval.model.network import build_model
+    torch.manual_seed(seed)
+    model, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
+    save_checkpoint("model.pt", model, meta)
+
+
+def test_search_refuses_a_model_that_did_not_make_the_references(work, capsys):
+    from stages import search
+    assert search.main(["data/test/query/q0.jpg", *SEARCH_FILES]) == 0  # the model that made r.npz
+    capsys.readouterr()
+    retrained()
+    assert search.main(["data/test/query/q0.jpg", *SEARCH_FILES]) == 2
+    one_line_error(capsys, "model.pt is not the model that made r.npz", "retrained since? re-run extract",
+                   "dvc repro -s extract@0")
+
+
+def test_search_refuses_reference_features_of_an_older_version(work, capsys):
+    with np.load("r.npz") as z:
+        old = {k: z[k] for k in z.files}
+    old["meta"] = np.array(json.dumps({"fold": 0, "image_size": 32, "flip_tta": True}))  # no fingerprint
+    np.savez("r.npz", **old)
+    from stages import search
+    assert search.main(["data/test/query/q0.jpg", *SEARCH_FILES]) == 2
+    one_line_error(capsys, "r.npz: written by an older version", "re-run extract")
+
+
+RERANK_ARGS = ["--query", "q.npz", "--reference", "r.npz", "--valid", "v.npz", "--ranking", "rk0.npz",
+               "--metrics", "rm0.json", "--ablation", "ra0.csv", "--valid-ap", "va0.csv", "--valid-ranking", "vr0.npz"]
+
+
+def made_by_another_model(path: str) -> None:
+    from retrieval.embed.feature_file import load_features, save_features
+    f = load_features(path)
+    f.meta["model_fingerprint"] = "another model"
+    save_features(path, f)
+
+
+@pytest.mark.parametrize("name", ["r.npz", "v.npz"])
+def test_rerank_refuses_feature_files_of_another_model(work, capsys, name):
+    made_by_another_model(name)
+    from stages import rerank
+    assert rerank.main(RERANK_ARGS) == 2
+    one_line_error(capsys, f"{name} was made by another model than q.npz", "re-run extract")
+    assert not Path("rk0.npz").exists()
+
+
+def report_args() -> list[str]:
+    """The report's flags, on fold 0 alone; the run section's files (histories, metrics) absent:
+    the refusals come before they are read."""
+    from retrieval.results.summary import BEFORE_REPORT
+    Path("params.yaml").write_text(yaml.safe_dump({**yaml.safe_load(Path("params.yaml").read_text()),
+                                                   "cv": {"n_folds": 2, "folds": [0]}}))
+    return ["--valid", "v.npz", "--valid-ranking", "vr{fold}.npz", "--folds", "folds.csv", "--submission", "sub.csv",
+            "--out", "report", "--history", "h{fold}.csv", "--ablation", "ra{fold}.csv",
+            *[a for s in BEFORE_REPORT for a in (f"--{s}-metrics", f"absent_{s}.json")]]
+
+
+def test_report_refuses_a_validation_ranking_of_other_features(work, capsys):
+    args = report_args()
+    from stages import report, rerank
+    assert rerank.main(RERANK_ARGS) == 0
+    made_by_another_model("v.npz")  # extract re-run, rerank not
+    assert report.main(args) == 2
+    one_line_error(capsys, "vr0.npz ranks other features than v.npz", "re-run rerank")
+
+
+def test_ensemble_refuses_rankings_of_features_made_from_other_data(tmp_path, monkeypatch, capsys):
+    from retrieval.rank.ranking_file import save_ranking
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
+    for f, data in ((0, "listing-a"), (1, "listing-b")):  # fold 1 extracted after a reference was added
+        save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.ones((1, 2)), np.array([[0, 1]]),
+                     {"features": f"fold{f}", "data_listing": data})
+    from stages import ensemble
+    assert ensemble.main(["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json",
+                          "--valid-ap", "va{fold}.csv", "--pooled-ap", "va.csv",
+                          "--submission", "s.csv", "--metrics", "m.json"]) == 2
+    one_line_error(capsys, "rk1.npz ranks features made from other data than rk0.npz", "re-run extract and rerank")
+
+
+def test_extract_refuses_data_changed_while_it_ran(work, capsys, monkeypatch):
+    from stages import extract
+    real = extract.extract_fold
+
+    def adding_a_reference(*args, **kwargs):  # a reference copied in while the stage embeds
+        Path("data/test/reference/r9.jpg").write_bytes(Path("data/test/reference/r0.jpg").read_bytes())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(extract, "extract_fold", adding_a_reference)
+    before = Path("q.npz").read_bytes()
+    assert extract.main(work) == 2
+    one_line_error(capsys, "data/test/reference changed while extract ran (1 file added); run again")
+    assert Path("q.npz").read_bytes() == before  # nothing written
+
+
+def test_extract_records_the_data_it_read_and_report_refuses_other_data(work, capsys):
+    from retrieval.data.images import data_listing, listing_digest
+    from retrieval.embed.feature_file import load_feature_meta
+    assert load_feature_meta("v.npz")["data_listing"] == listing_digest(data_listing("data", ("train", "test")))
+    from stages import report
+    from retrieval.rank.ranking_file import save_ranking
+    args = report_args()
+    meta = load_feature_meta("v.npz")
+    save_ranking("vr0.npz", np.array(["x"]), np.array(["y"]), np.ones((1, 1)), np.zeros((1, 1)),
+                 {"features": meta["fingerprint"], "data_listing": meta["data_listing"]})
+    Path("data/test/reference/r1.jpg").unlink()  # data changed after extract ran
+    assert report.main(args) == 2
+    one_line_error(capsys, "v.npz was made from other data than data.root holds now", "re-run extract")
+
+
+def test_data_change_message_names_the_folder_and_counts(tmp_path):
+    from retrieval.data.images import data_unchanged
+    make_layout(tmp_path / "data")
+    with pytest.raises(InputError) as err:
+        with data_unchanged(tmp_path / "data", "train", ("train",)) as digest:
+            (tmp_path / "data/train/a/a0.jpg").unlink()
+            (tmp_path / "data/train/b/b0.jpg").write_bytes(b"other bytes")
+            (tmp_path / "data/test/query/q9.jpg").write_bytes(b"x")  # not a part train reads
+    assert str(err.value) == f"{tmp_path}/data/train changed while train ran (1 file removed, 1 file changed); run again"
+    assert len(digest) == 64
+    with pytest.raises(InputError, match=r"data/train/c changed while split ran \(1 file changed\); run again"):
+        with data_unchanged(tmp_path / "data", "split", ("train",)):
+            (tmp_path / "data/train/c/c0.jpg").write_bytes(jpeg_bytes((1, 2, 3), size=(20, 12)))  # same name
+    with data_unchanged(tmp_path / "data", "train", ("train",)):  # nothing changed: nothing raised
+        pass
 
 
 @pytest.mark.parametrize("pretrained", ["none", "pypi"])

@@ -25,7 +25,7 @@ def test_stage_hitting_enospc_keeps_its_previous_output(tmp_path, monkeypatch, c
     Path("params.yaml").write_text(yaml.safe_dump({"cv": {"n_folds": 2, "folds": [0, 1]}}))
     for f in (0, 1):
         save_ranking(f"rk{f}.npz", np.array(["q"]), np.array(["r0", "r1"]), np.array([[2.0, 1.0]]),
-                     np.array([[0, 1]]))
+                     np.array([[0, 1]]), {"features": "f"})
         Path(f"rm{f}.json").write_text(json.dumps({"valid": {"final": {"map@1000": 1.0, "p@1": 1.0, "n_queries": 1}}}))
         Path(f"va{f}.csv").write_text(f"query_id,label,ap,p@1\nv{f},a,1.0,1\n")
     args = ["--rankings", "rk{fold}.npz", "--rerank-metrics", "rm{fold}.json", "--valid-ap", "va{fold}.csv",
@@ -60,10 +60,11 @@ WRITERS = textwrap.dedent("""
         if kind == "json":
             write_json(path, {"x": list(range(n))})
         elif kind == "features":
-            save_features(path, Features([str(i) for i in range(n)], np.ones((n, 64), np.float32)))
+            save_features(path, Features([str(i) for i in range(n)], np.ones((n, 64), np.float32),
+                                          meta={"model_fingerprint": "m"}))
         elif kind == "ranking":
             save_ranking(path, np.arange(n).astype(str), np.arange(n).astype(str), np.ones((n, 16)),
-                         np.zeros((n, 16), np.int64))
+                         np.zeros((n, 16), np.int64), {"features": "f"})
         elif kind == "checkpoint":
             save_members(path, [({"w": torch.ones(n, 64)}, {"backbone": "x"})])
         elif kind == "csv":

@@ -37,10 +37,11 @@ def test_flip_tta_makes_embeddings_mirror_invariant(tiny_model, tmp_path):
 
 
 def test_feature_file_round_trip_and_id_check(tmp_path):
-    f = Features(["b", "a"], np.eye(2), labels=["x", "y"], roles=["query", "reference"], meta={"fold": 1})
+    f = Features(["b", "a"], np.eye(2), labels=["x", "y"], roles=["query", "reference"],
+                 meta={"fold": 1, "model_fingerprint": "m"})
     save_features(tmp_path / "f.npz", f)
     g = load_features(tmp_path / "f.npz", expect_ids=["b", "a"])
-    assert g.ids.tolist() == ["b", "a"] and g.meta == {"fold": 1} and g.labels.tolist() == ["x", "y"]
+    assert g.ids.tolist() == ["b", "a"] and g.meta["fold"] == 1 and g.labels.tolist() == ["x", "y"]
     np.testing.assert_array_equal(g.embeddings, np.eye(2, dtype=np.float32))
     with pytest.raises(InputError, match="do not line up"):
         load_features(tmp_path / "f.npz", expect_ids=["a", "b"])

@@ -8,7 +8,6 @@ the fold's validation images: those of the classes the fold's models did not tra
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -26,18 +25,11 @@ from retrieval.embed.shards import embed_sharded, fingerprint
 from retrieval.embed.tta import embed_tta
 from retrieval.embed.whitening import fit_pca_whitening, whitening_dim
 from retrieval.metrics import MAP
+from retrieval.model.checkpoints import model_fingerprint, weights_fingerprint
 from retrieval.rank.knn import validation_map
 
 log = logging.getLogger(__name__)
 SETS = ("query", "reference", "valid")
-
-
-def model_digest(model) -> str:
-    """sha256 of a model's weights and buffers."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class _Member:
@@ -49,12 +41,12 @@ class _Member:
         self.xp, self.root, self.model, self.meta, self.rates = xp, root, model, meta, rates
         self.work = Path(work) if xp.shard_size and work is not None else None
         self.tag = f" {meta['backbone']}" if many else ""
-        self.digest = model_digest(model) if self.work is not None else ""
+        self.digest = weights_fingerprint(model) if self.work is not None else ""
 
     def _run(self, images: list[str], desc: str) -> np.ndarray:
         xp = self.xp
         return embed_tta(self.model, self.meta, self.root, images, xp.image_size, xp.scales, xp.flip_tta,
-                         xp.batch_size, xp.num_workers, xp.amp, desc=desc + self.tag)[0]
+                         xp.batch_size, xp.num_workers, xp.amp, desc=desc + self.tag, runtime=xp.runtime)[0]
 
     def embed(self, images: list[str], name: str) -> np.ndarray:
         """Embeddings of ``images``, the set ``name`` (``query``, ..., ``whiten_train``)."""
@@ -63,11 +55,16 @@ class _Member:
             rows = self._run(images, desc)
         else:
             key = fingerprint(images, model=self.digest, root=str(self.root), image_size=xp.image_size,
-                              scales=xp.scales, flip_tta=xp.flip_tta, amp=xp.amp)
+                              scales=xp.scales, flip_tta=xp.flip_tta, amp=xp.amp, **_runtime(xp))
             rows = embed_sharded(lambda chunk: self._run(chunk, desc), images,
                                  self.work / self.meta["backbone"] / desc.split()[-1], xp.shard_size, key, desc + self.tag)
         self.rates[name + self.tag.replace(" ", "/")] = len(images) / max(time.perf_counter() - start, 1e-9)
         return rows
+
+
+def _runtime(xp: ExtractParams) -> dict:
+    """``{"runtime": ...}`` for meta and shard keys, empty for torch (its outputs stay as they were)."""
+    return {"runtime": xp.runtime} if xp.runtime != "torch" else {}
 
 
 def _fit_whitening(xp: ExtractParams, fold: int, train_images: list[str], member: _Member) -> tuple[Whitening, int]:
@@ -116,7 +113,8 @@ def _weights(xp: ExtractParams, fold: int, backbones: list[str], valid_blocks: l
 
 
 def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, models: list[tuple],
-                 work: str | Path | None = None) -> tuple[dict[str, Features], list, dict]:
+                 work: str | Path | None = None, data_listing: str | None = None
+                 ) -> tuple[dict[str, Features], list, dict]:
     """Features of the ``query``, ``reference`` and ``valid`` sets, the whitening of each model
     (``(mean, projection)`` or None) and the metrics (images, images per second per set and
     backbone, empty queries, the member weights and how they were chosen).
@@ -129,6 +127,9 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     With ``extract.shard_size`` > 0 and a ``work`` folder, each set is embedded in shards into a
     memory map under ``work/<backbone>/<set>`` (:mod:`retrieval.embed.shards`), and a run killed
     part way continues from the last finished shard.
+
+    Each file's meta records the fingerprint of the models (``model_fingerprint``) and the
+    ``data_listing`` digest of the data it was made from (:func:`retrieval.data.images.data_unchanged`).
     """
     train, valid = fold_parts(folds, fold)
     sets = {"query": scan_test(root, "query"), "reference": scan_test(root, "reference"), "valid": valid}
@@ -140,10 +141,11 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
                                 else np.zeros(len(df), bool)) for name, df in sets.items()}
     backbones = [meta["backbone"] for _, meta in models]
     weights, chosen, table = _weights(xp, fold, backbones, blocks["valid"], valid)
-    info = {"fold": fold, "backbone": "+".join(backbones),
+    info = {"fold": fold, "backbone": "+".join(backbones), "model_fingerprint": model_fingerprint(models),
+            "data_listing": data_listing,
             "members": [{"backbone": b, "dim": dim} for b, dim in zip(backbones, dims)],
             "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
-            "scales": list(xp.scales), "amp": xp.amp,
+            "scales": list(xp.scales), "amp": xp.amp, **_runtime(xp),
             # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
             "whiten_dim": dims[0] if whitenings[0] is not None else 0, "whiten_power": xp.whiten_power}
     feats = {name: Features(df[ID], concat_weighted(blocks[name], weights), df.get(LABEL), df.get(ROLE),

@@ -1,15 +1,35 @@
 """Checkpoints: ``{"meta": {...}, "state_dict": {...}}``, where ``meta`` holds everything needed
 to rebuild the model without params.yaml. A fold trained with several backbones writes
 ``{"members": [checkpoint, ...]}``, one per backbone in params order
-(:func:`models_from_checkpoint` reads both kinds)."""
+(:func:`models_from_checkpoint` reads both kinds).
+
+A model's fingerprint (:func:`model_fingerprint`) is the sha256 of its weights, computed from the
+weights themselves when they are loaded (so every checkpoint has one, whatever wrote it); the
+feature files that extract writes record it, and their readers compare it."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import timm
 
 from retrieval.io import InputError, atomic_path, first_line, read_torch_file, save_torch
 from retrieval.model.network import EmbeddingModel
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 of one model's weights and buffers (names and bytes, in state_dict order)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(models: list[tuple]) -> str:
+    """The fingerprint of a fold's model, ``[(model, meta)]`` one per backbone: its one member's
+    weights fingerprint, or the sha256 of the members' in order."""
+    prints = [weights_fingerprint(model) for model, _ in models]
+    return prints[0] if len(prints) == 1 else hashlib.sha256("+".join(prints).encode()).hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None:

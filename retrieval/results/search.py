@@ -9,12 +9,12 @@ import numpy as np
 
 from retrieval.config import Params
 from retrieval.data.images import IMAGE_EXTENSIONS, check_images
-from retrieval.embed.feature_file import load_features
+from retrieval.embed.feature_file import check_made_by, load_features
 from retrieval.embed.members import embed_members
 from retrieval.embed.tta import embed_tta
 from retrieval.embed.whitening import load_whitening
 from retrieval.io import InputError
-from retrieval.model.checkpoints import models_from_checkpoint
+from retrieval.model.checkpoints import model_fingerprint, models_from_checkpoint
 from retrieval.rank.fold_fusion import fuse_rankings
 from retrieval.rank.rerank import rank
 
@@ -68,6 +68,7 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
     reference features were made with (image size, scales and flip TTA and the backbones'
     weights, read from the feature file, and the fold's whitening file), the configured re-ranking
     runs against that fold's references, and the folds are fused as the ensemble stage does.
+    A fold's model that did not make its reference features (retrained since) is refused.
     """
     scores, indices, ref_ids = [], [], None
     for fold in params.cv.folds:
@@ -76,6 +77,7 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
             raise InputError(f"{reference_pattern.format(fold=fold)}: reference ids differ between folds")
         ref_ids = refs.ids
         models = models_from_checkpoint(model_pattern.format(fold=fold))
+        check_made_by(refs, reference_pattern.format(fold=fold), model_fingerprint(models), model_pattern.format(fold=fold))
         whitenings = load_whitening(whitening_pattern.format(fold=fold))
         if len(whitenings) != len(models):
             raise InputError(f"{whitening_pattern.format(fold=fold)}: {len(whitenings)} whitenings for "
