@@ -220,7 +220,7 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo, tiny_params):
     shown = json.loads(dvc(repo, "metrics", "show", "--json"))
     files = {Path(path).as_posix(): m["data"] for rev in shown.values() for path, m in rev["data"].items()}
     expected = {"outputs/metrics/demo.json", "outputs/check/metrics.json", "outputs/split/metrics.json",
-                "outputs/ensemble/metrics.json", "outputs/metrics/report.json",
+                "outputs/ensemble/metrics.json", "outputs/metrics/report.json", "outputs/metrics/bundle.json",
                 *(f"outputs/{s}/fold{f}/metrics.json" for s in ("train", "extract", "rerank") for f in (0, 1))}
     assert set(files) == expected
     assert all(data["wall"]["seconds"] > 0 for data in files.values()), files
@@ -235,8 +235,8 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_repo, tiny_params):
     (repo / "params.yaml").write_text(yaml.safe_dump(changed))
     # check reads the whole params.yaml and reruns, but writes the same line: only the report and
     # the summary (they show its wall time) would rerun for it; the report ranks validation as
-    # rerank does
-    assert ran_stages(dvc(repo, "repro")) == ["check", "ensemble", "report", "rerank@0", "rerank@1", "summary"]
+    # rerank does; the bundle holds the online steps' settings
+    assert ran_stages(dvc(repo, "repro")) == ["bundle", "check", "ensemble", "report", "rerank@0", "rerank@1", "summary"]
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:

@@ -8,49 +8,14 @@ and normalised; then whitened (:func:`retrieval.embed.members.whiten`) and the b
 blocks concatenated with their weights."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from retrieval.bundle.onnx_model import embed_views
 from retrieval.bundle.preprocess import eval_input
 from retrieval.embed.feature_file import l2_normalise
 from retrieval.embed.members import Whitening, embed_members
-from retrieval.io import InputError
-from retrieval.resources import usable_cores
-
-INPUT, OUTPUT = "image", "embedding"  # the exported graph's input and output names
-
-
-def onnx_session(model: bytes | str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session of an exported model (a file or its bytes), ``threads``
-    intra-op threads (default: the cores this process may use)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or usable_cores()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - ORT's errors are one class per cause
-        raise InputError(f"{model if not isinstance(model, bytes) else 'model'}: not a loadable ONNX model "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-
-
-def run_session(session, x: np.ndarray) -> np.ndarray:
-    """The session's output for a float32 [B, 3, H, W] batch."""
-    return session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0].astype(np.float32)
-
-
-def embed_views(session, batch: np.ndarray, flip_tta: bool) -> np.ndarray:
-    """One input size's L2-normalised embeddings of a batch (with ``flip_tta``, of the image
-    plus its mirror: both halves run as one batch)."""
-    if not flip_tta:
-        return l2_normalise(run_session(session, batch))
-    both = run_session(session, np.concatenate([batch, batch[..., ::-1]]))
-    return l2_normalise(both[: len(batch)] + both[len(batch):])
 
 
 class Member:

@@ -8,17 +8,15 @@ together, offline, and are left out (listed in settings.json, ``offline_steps_le
 """
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from retrieval.bundle.edit import thumbnail_jpeg
-from retrieval.bundle.embedder import INPUT, OUTPUT
 from retrieval.bundle.layout import Parts, model_file
+from retrieval.bundle.onnx_model import onnx_bytes
 from retrieval.config import Params
 from retrieval.data.images import ID, IMAGE, load_image, scan_test
 from retrieval.embed.feature_file import Features
@@ -27,19 +25,6 @@ from retrieval.io import InputError
 
 log = logging.getLogger(__name__)
 ONLINE_STEPS = ("dba", "qe")
-OPSET = 17
-
-
-def onnx_bytes(model: torch.nn.Module, size: int = 64) -> bytes:
-    """The model's eval forward (image batch -> L2-normalised embeddings) as ONNX, with a
-    dynamic batch and input size, on the CPU in float32."""
-    model = model.float().cpu().eval()
-    out = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(model, (torch.zeros(2, 3, size, size),), out, input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
-    return out.getvalue()
 
 
 def rerank_settings(params: Params) -> dict:

@@ -20,7 +20,8 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from retrieval.bundle.embedder import FoldModel, Member, onnx_session
+from retrieval.bundle.embedder import FoldModel, Member
+from retrieval.bundle.onnx_model import onnx_session
 from retrieval.bundle.layout import REFERENCES, SETTINGS, THUMBNAILS, WHITENING, index_file, load_arrays
 from retrieval.bundle.manifest import check_manifest
 from retrieval.bundle.preprocess import image_array

@@ -8,6 +8,10 @@ gradients, so with batch-independent layers the update is the single process's u
 same global batch. Under torchrun each training image's augmentation is seeded by
 (epoch seed, image index), so it does not depend on which rank or worker loads it.
 
+Extraction may run the same way (``python -m stages.extract --nproc N``, extract.nproc): each
+process embeds a contiguous slice of every image list (:func:`rank_slice`) and every process
+gets all the rows back in order (:func:`gather_rows`); rank 0 alone writes.
+
 What is per process: BatchNorm statistics in training mode (CUDA converts to SyncBatchNorm;
 the CPU has none, so set ``train.freeze_bn`` for exact equivalence there) and the in-batch
 mining of a pair loss (each rank mines its own slice, whole classes under P x K).
@@ -19,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -80,6 +85,24 @@ def all_sum(values: Sequence[float], d: Dist) -> list[float]:
     t = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.cpu().tolist()
+
+
+def rank_slice(n: int, d: Dist) -> tuple[int, int]:
+    """The contiguous rows ``[lo, hi)`` of ``n`` that rank ``d.rank`` takes: ``n / world`` each, the
+    first ``n % world`` ranks one more (every row once, in rank order)."""
+    base, extra = divmod(n, d.world)
+    lo = d.rank * base + min(d.rank, extra)
+    return lo, lo + base + (d.rank < extra)
+
+
+def gather_rows(blocks: list[np.ndarray], d: Dist) -> list[np.ndarray]:
+    """Each of ``blocks`` (this rank's :func:`rank_slice` rows of an array) joined with every
+    other rank's, in rank order: the whole arrays, on every rank."""
+    if not d.enabled or d.world == 1:
+        return blocks
+    parts: list = [None] * d.world
+    dist.all_gather_object(parts, blocks)  # pickled; NCCL carries them on this rank's GPU
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(blocks))]
 
 
 def barrier(d: Dist) -> None:
