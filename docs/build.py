@@ -7,8 +7,8 @@
   the ``Field(description=...)`` of ``retrieval/config.py`` (the one owner of each key's meaning).
 * Tables: in ``README.md``, ``docs/*.md`` and ``bench/README.md``, the text between a line
   ``<!-- table: NAME -->`` and the next ``<!-- /table -->`` is replaced by table NAME (one of
-  ``TABLES``, or ``result:FILE``), built from the JSON files under ``bench/results/``; nothing outside the markers
-  changes.
+  ``TABLES``, or ``result:FILE``), built from the JSON files under ``bench/results/``; nothing
+  outside the markers changes.
 """
 from __future__ import annotations
 
@@ -87,7 +87,11 @@ def fill(text: str, source: str) -> str:
                              "result:FILE)") from None
         except (OSError, ValueError) as err:
             raise ValueError(f"{source}: table {name}: {err}") from None
-    return BLOCK.sub(one, text)
+    opened = len(re.findall(r"^<!-- table: ", text, re.M))
+    out, n = BLOCK.subn(one, text)
+    if n != opened:
+        raise ValueError(f"{source}: {opened} '<!-- table: NAME -->' lines but {n} closed by '<!-- /table -->'")
+    return out
 
 
 def outputs() -> dict[Path, str]:

@@ -75,6 +75,8 @@ def test_tables_are_replaced_between_markers_only():
                    "<!-- table: t -->\n| new |\n<!-- /table -->\nafter\n")
     with pytest.raises(ValueError, match="x.md: unknown table 'nope'"):
         build.fill("<!-- table: nope -->\n<!-- /table -->\n", "x.md")
+    with pytest.raises(ValueError, match="x.md: 1 '<!-- table: NAME -->' lines but 0 closed"):
+        build.fill("<!-- table: results -->\nno end\n", "x.md")
     with pytest.raises(ValueError, match="x.md: table result:nope.json"):
         build.fill("<!-- table: result:nope.json -->\n<!-- /table -->\n", "x.md")
 
