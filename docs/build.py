@@ -76,12 +76,12 @@ def params_md() -> str:
     return "\n".join(lines)
 
 
-def fill(text: str, source: str) -> str:
+def fill(text: str, source: str, doc_dir: Path = ROOT) -> str:
     """``text`` with every marked table rebuilt; an unknown table name is refused."""
     def one(m: re.Match) -> str:
         name = m.group(2)
         try:
-            return m.group(1) + render(name) + m.group(4)
+            return m.group(1) + render(name, doc_dir) + m.group(4)
         except KeyError:
             raise ValueError(f"{source}: unknown table {name!r} (known: {', '.join(sorted(TABLES))}, "
                              "result:FILE)") from None
@@ -101,7 +101,7 @@ def outputs() -> dict[Path, str]:
         for path in sorted(ROOT.glob(pattern)):
             if path != PARAMS_MD:
                 text = path.read_text()
-                new = fill(text, str(path.relative_to(ROOT)))
+                new = fill(text, str(path.relative_to(ROOT)), path.parent)
                 if new != text:
                     out[path] = new
     return out

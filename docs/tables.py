@@ -10,6 +10,7 @@ without its commit, command, date and machine cannot reach a document).
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from bench.provenance import read_result
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
 SCRIPTS = ("amp", "index", "rerank", "scale", "speed", "train_loop", "train_step", "workers")
-SKIP = {"commit", "command", "date", "machine", "backfilled"}
 
 
 def num(v, digits: int = 3) -> str:
@@ -33,6 +33,11 @@ def num(v, digits: int = 3) -> str:
 
 def rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
+
+
+def link(path: Path, doc_dir: Path) -> str:
+    """A Markdown link to ``path`` from a document in ``doc_dir``."""
+    return f"[json]({os.path.relpath(path, doc_dir)})"
 
 
 def machine(m: dict) -> str:
@@ -57,38 +62,39 @@ def source(path: Path, r: dict) -> str:
 
 # ---- results: the pipeline's scores
 
-def _pipeline_row(name: str, path: Path) -> list:
+def _pipeline_row(name: str, path: Path, doc_dir: Path) -> list:
     r = read_result(path)
     ci = r.get("cv_ci95")
     cv = num(r.get("cv_map")) + (f" [{num(ci[0])}, {num(ci[1])}]" if ci else "")
     folds = r.get("folds") or {}  # bench/pipeline.py: {"fold0": {its validation figures}, ...}
     folds = ", ".join(str(f).removeprefix("fold") for f in folds)
     return [name, folds, num(r.get("test_map")), num(r.get("test_p1")), cv,
-            f"{r['wall_s']:,.0f} s" if "wall_s" in r else "", machine(r["machine"]), f"[json]({rel(path)}): `{r['command']}`"]
+            f"{r['wall_s']:,.0f} s" if "wall_s" in r else "", machine(r["machine"]),
+            f"{link(path, doc_dir)}: `{r['command']}`"]
 
 
-def _scale_row(name: str, path: Path) -> list:
+def _scale_row(name: str, path: Path, doc_dir: Path) -> list:
     r = read_result(path)
     folds = r.get("params_override", {}).get("cv", {}).get("folds")
     folds = ", ".join(map(str, folds)) if folds else "all"
     score = r.get("score", {})
     return [name, str(folds), num(score.get("map@1000")), num(score.get("p@1")), "",
             f"{r['pipeline_seconds']:,.0f} s" if "pipeline_seconds" in r else "", machine(r["machine"]),
-            f"[json]({rel(path)}): `{r['command']}`"]
+            f"{link(path, doc_dir)}: `{r['command']}`"]
 
 
-def results() -> str:
+def results(doc_dir: Path = ROOT) -> str:
     """One row per pipeline run file that exists: grocery, caltech, competition size, the GPU run."""
     rows = []
     for data in ("grocery", "caltech"):
         path = RESULTS / f"pipeline_{data}.json"
         if path.is_file():
-            rows.append(_pipeline_row(data, path))
+            rows.append(_pipeline_row(data, path, doc_dir))
     if (RESULTS / "scale.json").is_file():
-        rows.append(_scale_row("generated, competition size (bench/scale.py)", RESULTS / "scale.json"))
+        rows.append(_scale_row("generated, competition size (bench/scale.py)", RESULTS / "scale.json", doc_dir))
     for path in sorted(RESULTS.glob("scale_h200_*.json")):
         r = read_result(path)
-        rows.append(_scale_row(f"generated, {r['scale']:g} of competition size (bench/scale.py)", path))
+        rows.append(_scale_row(f"generated, {r['scale']:g} of competition size (bench/scale.py)", path, doc_dir))
     return grid(["data set", "folds", "test mAP@1000", "P@1", "CV mAP@1000 [95% CI]", "wall time", "machine",
                  "source and command"], rows)
 
@@ -200,15 +206,15 @@ def result_table(name: str) -> str:
     return f"{source(path, r)}.\n\n" + VIEWS[script](r)
 
 
-def render(name: str) -> str:
+def render(name: str, doc_dir: Path = ROOT) -> str:
     """Table ``name``: one of ``TABLES``, or ``result:FILE`` for one file under bench/results/."""
     if name.startswith("result:"):
         return result_table(name.removeprefix("result:"))
     if name not in TABLES:
         raise KeyError(name)
-    return TABLES[name]()
+    return TABLES[name](doc_dir)
 
 
 TABLES = {"results": results}
-TABLES.update({f"bench-{s}": (lambda s=s: bench_table(s)) for s in SCRIPTS})
-TABLES.update({f"bench-{s}-files": (lambda s=s: bench_files(s)) for s in SCRIPTS})
+TABLES.update({f"bench-{s}": (lambda doc_dir, s=s: bench_table(s)) for s in SCRIPTS})
+TABLES.update({f"bench-{s}-files": (lambda doc_dir, s=s: bench_files(s)) for s in SCRIPTS})

@@ -66,7 +66,7 @@ def test_a_key_without_description_is_named():
 
 def test_tables_are_replaced_between_markers_only():
     text = "before\n<!-- table: t -->\nold\n<!-- /table -->\nmiddle\n<!-- table: t -->\n<!-- /table -->\nafter\n"
-    tables.TABLES["t"] = lambda: "| new |\n"
+    tables.TABLES["t"] = lambda doc_dir: "| new |\n"
     try:
         out = build.fill(text, "x.md")
     finally:
@@ -97,10 +97,11 @@ def test_results_table_rows_come_from_the_files(tmp_path, monkeypatch):
     (tmp_path / "pipeline_grocery.json").write_text(json.dumps(run))
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     monkeypatch.setattr(tables, "ROOT", tmp_path.parent)
-    text = tables.results()
+    text = tables.results(tmp_path.parent)
     assert text.count("\n") == 3  # header, rule, one row: caltech and the scale runs have no file here
     assert "| grocery | 0, 1 | 0.851 | 0.904 | 0.936 [0.920, 0.950] | 1,078 s | 2 cores (Xeon), no GPU |" in text
-    assert "`python bench/pipeline.py --data grocery`" in text
+    assert f"[json]({tmp_path.name}/pipeline_grocery.json): `python bench/pipeline.py --data grocery`" in text
+    assert "[json](../pipeline_grocery.json)" in tables.results(tmp_path / "docs")  # links from the document's folder
 
 
 OTHERS = {"provenance.py", "peak.py", "pipeline.py", "serve.py", "extract_runtime.py"}  # not result writers of mine
