@@ -2,13 +2,14 @@
 memory, against ``python -m stages.serve`` started here in a subprocess on 127.0.0.1.
 
     python bench/serve.py --bundle outputs/bundle --images DIR --out bench/results/serve_NAME.json
-                          [--n 1000 --concurrency 8 --single 100 --warmup 20 --k 10]
+                          [--n 1000 --concurrency 8 --single 100 --warmup 40 --k 10]
 
 Queries: the images in ``--images`` (sorted, read into memory once), uploaded in turn as
 ``POST /search`` (multipart ``image``, ``k``). Steps, each after the previous one:
 
-* ``warmup``: that many searches, one at a time (not measured); ``rss_before_mb``: the
-  server's resident memory then (``VmRSS`` of /proc/PID/status);
+* ``warmup``: that many searches by ``--concurrency`` clients (not measured), so that every
+  buffer a loaded server needs is made; ``rss_before_mb``: the server's resident memory then
+  (``VmRSS`` of /proc/PID/status);
 * ``single``: that many searches by one client, one after another: ``single_p50_ms``,
   ``single_p95_ms`` (each request's wall time at the client, upload and JSON included);
 * ``load``: ``--n`` searches by ``--concurrency`` client threads (one HTTP connection each):
@@ -17,6 +18,13 @@ Queries: the images in ``--images`` (sorted, read into memory once), uploaded in
   ``rss_growth`` = after / before - 1 (the target: within 0.10).
 
 The figures are those of this machine as it was: say when it was shared.
+
+Without a trained pipeline's bundle, ``--make-bundle DATA_ROOT`` first writes one of the same
+cost to ``--bundle``: the folds of ``--params`` (cv.folds), each an ImageNet-initialised,
+untrained model of its ``model`` section, exported to ONNX with its TTA and online re-ranking,
+over DATA_ROOT's reference images (their ids and thumbnails) with random unit vectors as their
+embeddings. A search then costs what the trained bundle's would (same networks, input sizes,
+gallery size and dimension); its scores mean nothing (``bundle_kind``: ``untrained``).
 """
 from __future__ import annotations
 
@@ -127,6 +135,34 @@ def read_queries(folder: Path, limit: int) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in files]
 
 
+def make_bundle(params_path: Path, data_root: Path, out: Path, seed: int = 0) -> None:
+    """Write the untrained bundle of the module's docstring to ``out`` (needs torch)."""
+    import torch
+    import yaml
+
+    from retrieval.bundle.edit import replace_bundle
+    from retrieval.bundle.export import bundle_parts
+    from retrieval.config import parse_params
+    from retrieval.data.images import ID, scan_test
+    from retrieval.embed.feature_file import Features
+    from retrieval.model.network import build_model
+
+    raw = yaml.safe_load(params_path.read_text()) or {}
+    params = parse_params({**raw, "data": {**raw.get("data", {}), "root": str(data_root)}})
+    ids = scan_test(data_root, "reference")[ID]
+    ex = params.extract
+    meta = {"image_size": ex.image_size, "scales": ex.scales, "flip_tta": ex.flip_tta, "amp": "off", "member_weights": [1.0]}
+    rng = np.random.default_rng(seed)
+    folds = {}
+    for fold in params.cv.folds:
+        torch.manual_seed(seed + fold)
+        model, model_meta = build_model(params.model, pretrained=params.model.pretrained)
+        emb = rng.standard_normal((len(ids), params.model.embedding_dim)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        folds[fold] = ([(model.eval(), model_meta)], [None], Features(ids, emb, meta={**meta, "fold": fold}))
+    replace_bundle(out, bundle_parts(params, folds))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True, type=Path)
@@ -135,22 +171,29 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--single", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--max-queries", type=int, default=500, help="distinct query images read, at most")
+    ap.add_argument("--make-bundle", type=Path, metavar="DATA_ROOT", help="first write an untrained bundle of DATA_ROOT")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="with --make-bundle: its params")
     args = ap.parse_args(argv)
+    if args.make_bundle:
+        start = time.perf_counter()
+        make_bundle(args.params, args.make_bundle, args.bundle)
+        print(f"bundle written to {args.bundle} in {time.perf_counter() - start:.0f} s", flush=True)
     queries = read_queries(args.images, args.max_queries)
     with serving(args.bundle) as (url, pid):
         with urllib.request.urlopen(url + "/health") as reply:
             health = json.load(reply)
-        _, warm_errors, _ = run(url, queries, args.warmup, 1, args.k)
+        _, warm_errors, _ = run(url, queries, args.warmup, args.concurrency, args.k)
         rss_before = rss_mb(pid)
         single, single_errors, _ = run(url, queries, args.single, 1, args.k, offset=args.warmup)
         load, load_errors, wall = run(url, queries, args.n, args.concurrency, args.k, offset=args.warmup + args.single)
         rss_after = rss_mb(pid)
     settings_file = args.bundle / "settings.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    result = {"bundle": str(args.bundle), "references": health["references"], "images": str(args.images),
+    result = {"bundle": str(args.bundle), "bundle_kind": "untrained" if args.make_bundle else "given",
+              "folds": len(settings.get("folds", [])), "references": health["references"], "images": str(args.images),
               "distinct_queries": len(queries), "k": args.k, "warmup": args.warmup, "warmup_errors": warm_errors,
               "single": args.single, "single_errors": single_errors, **percentiles(single, "single"),
               "n": args.n, "concurrency": args.concurrency, "load_errors": load_errors, **percentiles(load, "load"),

@@ -28,18 +28,30 @@ from retrieval.io import InputError
 from retrieval.serve.limits import BodyLimit
 
 DEFAULT_K = 10
+# searches run at once: a search already spreads over every usable core (ONNX Runtime's threads);
+# more at once only share them, with one more set of buffers each (memory grows with the number)
+CONCURRENT_SEARCHES = 1
 PAGE = Path(__file__).with_name("page.html")
 
 
 class Service:
     """The bundle being served. Readers take :attr:`current` once per request; a change is
     written to disk by the bundle package (atomically), re-opened, then swapped in whole, so a
-    search sees the old or the new index, never a half-built one. Writers take turns (a lock)."""
+    search sees the old or the new index, never a half-built one. Writers take turns (a lock);
+    at most ``concurrent_searches`` searches run at once, the others wait their turn (a semaphore)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, concurrent_searches: int = CONCURRENT_SEARCHES) -> None:
         self.path = Path(path)
         self.current = Bundle.open(self.path)
         self._writing = threading.Lock()
+        self._searching = threading.BoundedSemaphore(concurrent_searches)
+
+    def search(self, image, k: int) -> list[tuple[str, float]]:
+        """The top ``k`` of ``image`` in the current bundle (all of them if it holds fewer)."""
+        bundle = self.current  # once: an add running now swaps in a new one, not this one
+        n_refs = len(bundle.ids)
+        with self._searching:
+            return bundle.search([image], min(k, n_refs))[0] if n_refs else []
 
     def add(self, ids: list[str], images: list) -> None:
         with self._writing:
@@ -67,10 +79,11 @@ def read_image(upload: UploadFile):
     return decode_image(data, name)
 
 
-def create_app(bundle_path: str | Path, max_upload_bytes: int) -> FastAPI:
+def create_app(bundle_path: str | Path, max_upload_bytes: int, concurrent_searches: int = CONCURRENT_SEARCHES) -> FastAPI:
     """The service over the bundle at ``bundle_path`` (opened now: a bad bundle is an
-    :class:`InputError` naming it), refusing request bodies over ``max_upload_bytes``."""
-    service = Service(bundle_path)
+    :class:`InputError` naming it), refusing request bodies over ``max_upload_bytes``, running
+    at most ``concurrent_searches`` searches at once."""
+    service = Service(bundle_path, concurrent_searches)
     app = FastAPI(title="retrieval search", docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -82,10 +95,7 @@ def create_app(bundle_path: str | Path, max_upload_bytes: int) -> FastAPI:
         k = DEFAULT_K if k is None and k_query is None else (k if k is not None else k_query)
         if k < 1:
             raise HTTPException(400, f"k must be >= 1, got {k}")
-        picture = read_image(image)
-        bundle = service.current  # once: an add running now swaps in a new one, not this one
-        n_refs = len(bundle.ids)
-        hits = bundle.search([picture], min(k, n_refs))[0] if n_refs else []
+        hits = service.search(read_image(image), k)
         return {"k": k, "results": [{"id": i, "score": round(float(s), 6)} for i, s in hits]}
 
     @app.post("/references", status_code=201)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -198,3 +200,25 @@ def test_searches_during_an_add_see_the_old_or_the_new_index(bundle_copy):
         assert "mixed" not in kinds
         assert "old" not in kinds[kinds.index("new"):] if "new" in kinds else True
         assert kinds[-1] == "new"
+
+
+@pytest.mark.parametrize("allowed", [1, 3])
+def test_at_most_the_allowed_searches_run_at_once(bundle_copy, allowed):
+    app = create_app(bundle_copy, 8 * MB, concurrent_searches=allowed)
+    service, lock, running, most = app.state.service, threading.Lock(), [0], [0]
+    real = service.current.search
+
+    def slow_search(images, k):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # long enough for the other threads' requests to arrive meanwhile
+        with lock:
+            running[0] -= 1
+        return real(images, k)
+    service.current.search = slow_search
+    client = TestClient(app)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/search", files=upload(jpeg(photo(1)))), range(16)))
+    assert all(a.status_code == 200 for a in answers)
+    assert most[0] == allowed

@@ -18,7 +18,7 @@ def test_a_tampered_bundle_is_refused_naming_the_file(bundle_copy, capsys):
     assert "settings.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [["--port", "70000"], ["--max-upload-mb", "0"]])
+@pytest.mark.parametrize("flags", [["--port", "70000"], ["--max-upload-mb", "0"], ["--concurrent-searches", "0"]])
 def test_bad_flags_are_refused(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--bundle", str(tmp_path), *flags])
