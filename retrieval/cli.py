@@ -17,19 +17,16 @@ from retrieval.io import DISK_FULL, InputError
 
 
 def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a stage's ``main``: log to stderr; bad input (exit 2), Ctrl-C (130) and a full disk (1)
-    become one line; a closed stdout pipe (141) ends it quietly. Outputs are written atomically,
-    so a full disk leaves the previous ones."""
+    """Wrap a stage's ``main``: log to stderr; bad input (exit 2), a missing input (2, naming the
+    stage that writes it), Ctrl-C (130) and a full disk (1) become one line; a closed stdout pipe
+    (141) ends it quietly. Outputs are written atomically, so a full disk leaves the previous ones."""
 
     @functools.wraps(fn)
     def main(argv=None) -> int:
         if not logging.getLogger().handlers:  # leave a caller's logging (a notebook, pytest) alone
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
-            missing = _missing_inputs(_module_of(fn), sys.argv[1:] if argv is None else list(argv))
-            if missing:
-                raise InputError(_missing_message(missing[0]) + (f" (and {len(missing) - 1} more missing)"
-                                                                  if len(missing) > 1 else ""))
+            _check_inputs(fn, argv)
             return fn(argv) or 0
         except FileNotFoundError as err:  # an input the checks above could not know of
             print(f"error: {_missing_message(str(err.filename)) if err.filename else err}", file=sys.stderr)
@@ -51,6 +48,14 @@ def stage(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 1
 
     return main
+
+
+def _check_inputs(fn: Callable, argv) -> None:
+    """Refuse, in one line, a run with dvc.yaml's flags whose declared inputs are missing."""
+    missing = _missing_inputs(_module_of(fn), sys.argv[1:] if argv is None else list(argv))
+    if missing:
+        more = f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""
+        raise InputError(_missing_message(missing[0]) + more)
 
 
 def _module_of(fn: Callable) -> str:
