@@ -86,11 +86,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny, t
     one = torch.load(tmp_path / "one/model.pt", weights_only=False)
     two = torch.load(tmp_path / "two/model.pt", weights_only=False)
     e1, e2 = one["meta"]["epoch"], two["meta"]["epoch"]
-    assert e1 >= 1 and e2 >= 1  # a trained epoch kept by both
-    if e1 != e2:  # a near-tie of validation figures flipped the choice: within one swapped pair in both runs
-        for h in (h1, h2):
-            assert abs(h["val_map@1000"].iloc[e1] - h["val_map@1000"].iloc[e2]) <= 0.03
-        return  # the kept weights are of different epochs: nothing more to compare
+    # both keep the last epoch (measured: random 0.4663 / 0.4711, P x K 0.4119 / 0.4119 over epoch 1's
+    # 0.4176 and 0.4021); a flip would leave no weights to compare, so it fails: change the seeds then
+    assert e1 == e2 >= 1, f"kept epochs differ ({e1}, {e2}): the weights cannot be compared; pick other seeds"
     diff = update = 0.0
     for name, ref in one["state_dict"].items():
         if ref.dtype.is_floating_point and "running_" not in name:
