@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from bench.provenance import read_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
-SCRIPTS = ("amp", "index", "rerank", "scale", "speed", "train_loop", "train_step", "workers")
+SCRIPTS = ("amp", "index", "rerank", "scale", "speed", "train_loop", "train_step", "workers")  # with a view
+PROVENANCE_KEYS = {"commit", "command", "date", "machine", "backfilled"}
 
 
 def num(v, digits: int = 3) -> str:
@@ -149,6 +151,22 @@ def _train_step(r: dict) -> str:
     return matrix(rows, "variant")
 
 
+def scalars(r: dict) -> str:
+    """Any other script's result: its top-level numbers and words, provenance aside."""
+    rows = [[k, v] for k, v in r.items() if k not in PROVENANCE_KEYS and not isinstance(v, (dict, list))]
+    return grid(["key", "value"], rows)
+
+
+def script_of(r: dict) -> str | None:
+    """The bench script a result's command ran (``bench/NAME.py``), or None."""
+    m = re.search(r"bench/(\w+)\.py", r["command"])
+    return m.group(1) if m else None
+
+
+def view(script: str, r: dict) -> str:
+    return VIEWS.get(script, scalars)(r)
+
+
 VIEWS = {
     "amp": lambda r: matrix({k: r[k] for k in ("off", "bf16")}, "precision"),
     "index": lambda r: matrix({k: {c: x for c, x in v.items() if c != "params"} for k, v in r["methods"].items()}, "index"),
@@ -166,9 +184,8 @@ def by_script() -> dict[str, list[tuple[Path, dict]]]:
     out: dict[str, list] = {}
     for path in sorted(RESULTS.rglob("*.json")):
         r = read_result(path)
-        script = next((s for s in SCRIPTS if f"bench/{s}.py" in r["command"]), None)
-        if script:
-            out.setdefault(script, []).append((path, r))
+        if script_of(r):
+            out.setdefault(script_of(r), []).append((path, r))
     return {s: sorted(v, key=lambda pr: (pr[1]["date"], commit_time(pr[1]["commit"]), "+dirty" not in pr[1]["commit"],
                                          rel(pr[0])), reverse=True) for s, v in out.items()}
 
@@ -186,7 +203,7 @@ def bench_table(script: str) -> str:
     if not files:
         return f"(no result of bench/{script}.py under bench/results/)\n"
     path, r = files[0]
-    return f"Latest: {source(path, r)}.\n\n" + VIEWS[script](r)
+    return f"Latest: {source(path, r)}.\n\n" + view(script, r)
 
 
 def bench_files(script: str) -> str:
@@ -200,16 +217,19 @@ def result_table(name: str) -> str:
     """One file's table (``result:rerank_naver.json``: bench/results/rerank_naver.json), by its script's view."""
     path = RESULTS / name
     r = read_result(path)
-    script = next((s for s in SCRIPTS if f"bench/{s}.py" in r["command"]), None)
-    if script is None:
-        raise ValueError(f"{rel(path)}: no table view for its command {r['command']!r}")
-    return f"{source(path, r)}.\n\n" + VIEWS[script](r)
+    if script_of(r) is None:
+        raise ValueError(f"{rel(path)}: its command {r['command']!r} runs no bench/NAME.py")
+    return f"{source(path, r)}.\n\n" + view(script_of(r), r)
 
 
 def render(name: str, doc_dir: Path = ROOT) -> str:
-    """Table ``name``: one of ``TABLES``, or ``result:FILE`` for one file under bench/results/."""
+    """Table ``name``: one of ``TABLES``, ``bench-SCRIPT[-files]`` for any script with results, or
+    ``result:FILE`` for one file under bench/results/."""
     if name.startswith("result:"):
         return result_table(name.removeprefix("result:"))
+    m = re.fullmatch(r"bench-(\w+?)(-files)?", name)
+    if m and m.group(1) in by_script():
+        return (bench_files if m.group(2) else bench_table)(m.group(1))
     if name not in TABLES:
         raise KeyError(name)
     return TABLES[name](doc_dir)

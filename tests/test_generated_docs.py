@@ -129,3 +129,16 @@ def test_check_mode_fails_on_a_stale_file_and_writing_fixes_it(tmp_path, monkeyp
     assert build.main([]) == 0
     assert target.read_text() == build.params_md()
     assert build.main(["--check"]) == 0
+
+
+def test_any_script_with_results_has_tables(tmp_path, monkeypatch):
+    r = {"searches_per_s": 0.48, "n": 200, "tta": {"flip": True}, "commit": "abc1234", "date": "2026-12-07T00:00:00",
+         "command": "python bench/newbench.py --out x.json", "machine": {"cores": 2, "cpu": "Xeon", "gpu": None}}
+    (tmp_path / "x.json").write_text(json.dumps(r))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "ROOT", tmp_path.parent)
+    text = tables.render("bench-newbench")
+    assert "| searches_per_s | 0.480 |" in text and "| n | 200 |" in text and "tta" not in text.split("\n\n")[1]
+    assert "`python bench/newbench.py --out x.json`" in tables.render("bench-newbench-files")
+    with pytest.raises(KeyError):
+        tables.render("bench-nothing")
