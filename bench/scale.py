@@ -10,9 +10,9 @@
    retrieval/data/demo.py's images (its class designs, photos, catalog images and ids, seeded as
    ``make_demo`` seeds them) at ``--size`` px. Every image has its own generator, so the bytes
    do not depend on ``--jobs``; the same seed gives the same files.
-2. Runs the stage commands of dvc.yaml with its flags, in ``--workdir/run``: check, split, then
-   train, extract and rerank for each fold, ensemble, report (not demo: the data root is the
-   generated set). The params are params.yaml's, with ``data.root`` the generated set,
+2. Runs the stage commands of dvc.yaml with its flags, in ``--workdir/run``: demo (which generates
+   nothing: the data root is the generated set), check, split, then train, extract and rerank for
+   each fold, ensemble, report. The params are params.yaml's, with ``data.root`` the generated set,
    ``cv.folds`` from ``--folds``, small-image settings (:data:`SMALL_IMAGES`: 32 px, one scale,
    no flip, ``--epochs`` epochs) and ``--set`` overrides. Each stage runs as its own process
    through bench/peak.py: its wall time and its own peak resident memory (not this process's).
@@ -168,12 +168,11 @@ def _lookup(params: dict, key: str):
 
 
 def stage_commands(params: dict, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[tuple[str, list[str], list[str]]]:
-    """(name, argv, metrics files) of every stage in dvc.yaml's order but demo, with dvc.yaml's
-    ``${...}`` filled from ``params`` and each fold of cv.folds for a ``foreach`` stage."""
+    """(name, argv, metrics files) of every stage in dvc.yaml's order, with dvc.yaml's
+    ``${...}`` filled from ``params`` and each fold of cv.folds for a ``foreach`` stage. demo
+    generates nothing when data.root is another set; it writes the metrics the report reads."""
     out = []
     for name, body in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        if name == "demo":
-            continue
         items = [None]
         if "foreach" in body:
             items = _lookup(params, body["foreach"].strip("${}"))

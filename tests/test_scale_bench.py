@@ -60,11 +60,12 @@ def test_stage_commands_follow_dvc_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["cv"]["folds"] = [0, 2]
     stages = stage_commands(params)
-    assert [s[0] for s in stages] == ["check", "split", "train@0", "train@2", "extract@0", "extract@2",
-                                      "rerank@0", "rerank@2", "ensemble", "report"]
+    # demo too: with data.root another set it generates nothing, but writes the metrics report reads
+    assert [s[0] for s in stages] == ["demo", "check", "split", "train@0", "train@2", "extract@0", "extract@2",
+                                      "rerank@0", "rerank@2", "ensemble", "bundle", "report", "summary"]
     for name, argv, metrics in stages:
         assert argv[0] == sys.executable and argv[1:3] == ["-m", f"stages.{name.split('@')[0]}"]
-        assert not any("${" in a for a in argv) and len(metrics) == 1, (name, argv, metrics)
+        assert not any("${" in a for a in argv) and len(metrics) == (name != "summary"), (name, argv, metrics)
     train2 = dict((s[0], s[1]) for s in stages)["train@2"]
     assert "outputs/train/fold2/model.pt" in train2 and train2[train2.index("--nproc") + 1] == "1"
 
