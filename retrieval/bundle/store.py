@@ -72,6 +72,16 @@ class Bundle:
             raise InputError(f"{path}: its files do not make a bundle ({type(err).__name__}: {err})") from None
         return cls(path, settings, refs["ids"].tolist(), db, indexes, models)
 
+    def close(self) -> None:
+        """Release the thumbnails file (the bundle is unusable for thumbnails after)."""
+        self._thumbs.close()
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def ids(self) -> list[str]:
         """The reference ids, in index order."""

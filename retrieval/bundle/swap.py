@@ -6,7 +6,7 @@ is removed afterwards; leftovers of a killed writer are removed by the next one.
 
 On a file system without the exchange, the old folder is renamed aside and the new one renamed
 into place (a crash between the two leaves the old one at ``.<name>.old-<pid>`` and no bundle
-at ``<name>``: :func:`restore_aside` puts it back). Writers hold ``.<name>.lock`` (flock)."""
+at ``<name>``: :func:`restore_aside` puts it back). Writers hold a lock on the parent folder."""
 from __future__ import annotations
 
 import contextlib
@@ -84,15 +84,15 @@ def remove_leftovers(path: Path) -> None:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside the bundle; a second writer at the same time is refused."""
-    lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as fh:
+    """Hold a lock (flock) on the folder that holds the bundle, leaving no file behind; a second
+    writer at the same time is refused."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise InputError(f"{path}: another process is rewriting this bundle; try again when it is done") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

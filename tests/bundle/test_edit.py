@@ -70,7 +70,7 @@ def test_duplicate_and_unknown_ids_are_refused_and_change_nothing(bundle_copy, b
     with pytest.raises(InputError, match="would leave nothing to search"):
         remove_references(bundle_copy, Bundle.open(bundle_copy).ids)
     assert (bundle_copy / MANIFEST).read_bytes() == manifest
-    assert sorted(p.name for p in bundle_copy.parent.iterdir() if p.name.startswith(".")) == [".bundle.lock"]
+    assert [p.name for p in bundle_copy.parent.iterdir()] == ["bundle"]
 
 
 # Each point patches a step of add_references in a subprocess to SIGKILL it there: mid-write of
@@ -105,5 +105,15 @@ def test_sigkill_mid_add_leaves_the_old_bundle_or_the_new_one(bundle_copy, bundl
     # the next writer clears what the killed one left beside the bundle
     add_references(bundle_copy, ["after"], new_images(bundle_source[2], 1))
     assert Bundle.open(bundle_copy).ids[-1] == "after"
-    assert sorted(p.name for p in bundle_copy.parent.iterdir() if p.name.startswith(".")) == [".bundle.lock"]
+    assert [p.name for p in bundle_copy.parent.iterdir()] == ["bundle"]
     assert json.loads((bundle_copy / MANIFEST).read_text())["files"]
+
+
+def test_a_second_writer_at_the_same_time_is_refused(bundle_copy, bundle_source):
+    from retrieval.bundle.swap import locked
+
+    with locked(bundle_copy):
+        with pytest.raises(InputError, match="another process is rewriting this bundle"):
+            add_references(bundle_copy, ["x"], new_images(bundle_source[2], 1))
+    add_references(bundle_copy, ["x"], new_images(bundle_source[2], 1))  # free again
+    assert Bundle.open(bundle_copy).ids[-1] == "x"
