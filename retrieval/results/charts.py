@@ -87,7 +87,8 @@ def _svg(frame: Frame, title: str, body: Sequence[str]) -> str:
 def _mark(frame: Frame, m: Mark) -> str:
     x, y = frame.x(m.x), frame.y(m.y)
     if m.shape == "ring":
-        shape = f"<circle class='mark' cx='{x:.1f}' cy='{y:.1f}' r='7' fill='none' stroke='{m.colour}' stroke-width='2'/>"
+        shape = (f"<circle class='mark' cx='{x:.1f}' cy='{y:.1f}' r='7' fill='none' stroke='{m.colour}' "
+                 "stroke-width='2'/>")
     elif m.shape == "diamond":
         pts = f"{x:.1f},{y - 5:.1f} {x + 5:.1f},{y:.1f} {x:.1f},{y + 5:.1f} {x - 5:.1f},{y:.1f}"
         shape = f"<polygon class='mark' points='{pts}' fill='{m.colour}'/>"
@@ -116,7 +117,8 @@ def line_chart(frame: Frame, series: Sequence[Series], marks: Sequence[Mark], ti
     for s in series:
         pts = [(x, y) for x, y in zip(s.xs, s.ys) if not math.isnan(y)]
         body.append(f"<polyline class='series' fill='none' stroke='{s.colour}' stroke-width='2' "
-                    f"points='{' '.join(frame.point(x, y) for x, y in pts)}'><title>{html.escape(s.name)}</title></polyline>")
+                    f"points='{' '.join(frame.point(x, y) for x, y in pts)}'>"
+                    f"<title>{html.escape(s.name)}</title></polyline>")
         body += [f"<circle cx='{frame.x(x):.1f}' cy='{frame.y(y):.1f}' r='3' fill='{s.colour}'/>" for x, y in pts]
     body += [_mark(frame, m) for m in marks]
     return _svg(frame, title, body)
@@ -165,7 +167,8 @@ def curve_chart(history, train: dict, fold: int) -> str:
         marks.append(Mark(float(kept[0]), float(m[VAL_MAP]), kept[1], "ring", colour))
         values += ys + list(mixes.values())
     frame = Frame((0.0, max(last, 1.0)), padded_range(values))
-    y_ticks = [round(frame.y_range[0] + k * 0.1, 10) for k in range(round((frame.y_range[1] - frame.y_range[0]) / 0.1) + 1)]
+    lo, hi = frame.y_range
+    y_ticks = [round(lo + k * 0.1, 10) for k in range(round((hi - lo) / 0.1) + 1)]
     x_ticks = range(int(last) + 1) if last <= 12 else range(0, int(last) + 1, math.ceil(last / 12))
     return line_chart(frame, series, marks, f"fold {fold}: validation mAP@1000 by epoch", "epoch", "mAP@1000",
                       list(x_ticks), y_ticks)

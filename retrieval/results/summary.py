@@ -84,8 +84,9 @@ def training_phrase(train: dict, start: str) -> str:
 def summary_lines(metrics: Mapping[str, Sequence[dict]], folds: Sequence[int], pretrained: str,
                   submission: str | Path, report: str | Path) -> list[str]:
     """The summary, at most :data:`MAX_LINES` lines: the cross-validated mAP@1000 with its 95%
-    interval (the class bootstrap's: a class's queries share references), each fold's figure and whether its training beat epoch 0, each stage's wall time
-    and the submission's and report's paths. ``metrics``: :func:`read_stage_metrics`'s result,
+    interval (the class bootstrap's: a class's queries share references), each fold's figure
+    and whether its training beat epoch 0, each stage's wall time and the submission's and
+    report's paths. ``metrics``: :func:`read_stage_metrics`'s result,
     fold stages in ``folds`` order; ``pretrained``: model.pretrained (names the start)."""
     cv = metrics["ensemble"][0]["cv"]
     start = START.get(pretrained, "pretrained start")
