@@ -11,8 +11,10 @@
 #   step     bench/gpu_step.py: profile, batches 32/128/256 at 192 px, eager/no-sync/compile  -> gpu_step.json
 #   loader   bench/gpu_loader.py: the training loader alone, 4/8/15 workers                  -> gpu_loader.json
 #   extract  bench/gpu_extract.py: 224 px, one view and the default TTA, batch 256          -> gpu_extract.json
-#   parity   bench/scale.py --scale 0.01 --folds 0 (bench/results/scale_0.01_fold0.json's CPU run)
-#            with bench/params_gpu.yaml's keys: test mAP@1000 and P@1 against the CPU's     -> gpu_parity.json
+#   parity   bench/scale.py --scale 0.01 --folds 0 with bench/params_gpu.yaml's keys; its test mAP@1000
+#            and P@1 against the CPU's run of the same command (bench/results/
+#            scale_0.01_fold0_gpu_profile_cpu.json; loader workers change the augmentation
+#            streams, so the reference has the profile's too) in gpu_env.json           -> gpu_parity.json
 #   grocery  bench/gpu_pipeline.py on $GPU_DATA (default .gpu/grocery: does not fit one call's
 #            carry beside the wheels), the GPU profile                                       -> gpu_pipeline.json
 #   scale    bench/scale.py at the competition size (bench/results/scale.json's CPU run: 3 folds,
@@ -93,15 +95,15 @@ for s in "${STEPS[@]}"; do
       if [ "$SMOKE" = 1 ]; then
         run step 300 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json" --tiny
       else
-        run step 230 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json"
+        run step 200 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json"
       fi ;;
     loader)
-      run loader 70 "$PY" bench/gpu_loader.py --out "$OUT/gpu_loader.json" "${TINY[@]}" ;;
+      run loader 60 "$PY" bench/gpu_loader.py --out "$OUT/gpu_loader.json" "${TINY[@]}" ;;
     extract)
       if [ "$SMOKE" = 1 ]; then  # no torch.compile: minutes of C++ compilation on the CPU
         run extract 300 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --tiny
       else
-        run extract 110 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --compile
+        run extract 100 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --compile
       fi ;;
     parity)
       if [ "$SMOKE" = 1 ]; then  # the smallest generated set, 32 px, 1 epoch, one fold
@@ -109,7 +111,7 @@ for s in "${STEPS[@]}"; do
           --md "$SMOKE_DIR/parity.md" $PROFILE_SETS --set cv.n_folds=2 --set train.num_workers=0 \
           --set extract.num_workers=0 --set extract.whiten_dim=0 --set extract.batch_size=16
       else
-        run parity 150 "$PY" bench/scale.py --scale 0.01 --folds 0 --out "$OUT/gpu_parity.json" \
+        run parity 120 "$PY" bench/scale.py --scale 0.01 --folds 0 --out "$OUT/gpu_parity.json" \
           --md /tmp/gpu_parity.md $PROFILE_SETS
       fi ;;
     grocery)
@@ -148,9 +150,21 @@ import json, sys
 sys.path.insert(0, ".")
 from bench.gpu_monitor import device_info
 from bench.provenance import save_result
+from pathlib import Path
 steps = json.loads("{" + """${STATUS}""".rstrip(", ") + "}")
+# test scores against the CPU runs of the same command (the first reference found; none in the smoke run)
+refs = {} if ${SMOKE} == 1 else {"gpu_parity.json": ["bench/results/scale_0.01_fold0_gpu_profile_cpu.json", "bench/results/scale_0.01_fold0.json"],
+        "gpu_scale.json": ["bench/results/scale.json"]}
+against = {}
+for name, paths in refs.items():
+    got, ref = Path("$OUT") / name, next((p for p in paths if Path(p).is_file()), None)
+    if got.is_file() and ref and "map@1000" in json.loads(got.read_text()).get("score", {}):
+        g, r = json.loads(got.read_text())["score"], json.loads(Path(ref).read_text())["score"]
+        against[name] = {"reference": ref, **{f"{k}_{w}": v for k in ("map@1000", "p@1")
+                         for w, v in (("gpu", g[k]), ("cpu", r[k]), ("gpu_minus_cpu", round(g[k] - r[k], 4)))}}
 save_result(sys.argv[1], {"device": device_info(), "smoke": ${SMOKE} == 1, "install_s": ${INSTALL_S:-None},
-                          "seconds": $(( $(date +%s) - START )), "steps": steps})
+                          "seconds": $(( $(date +%s) - START )), "steps": steps, "scores_against_cpu": against})
 print(json.dumps(steps))
+print(json.dumps(against))
 EOF
 echo "gpu.sh: $(( $(date +%s) - START )) s in all"
