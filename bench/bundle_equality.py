@@ -1,7 +1,7 @@
 """Does the bundle search as the pipeline ranks? Embeddings and top-10 on a run's test queries.
 
     python bench/bundle_equality.py --run /work/runs/grocery --folds 0 1 2 --out bench/results/bundle_equality_grocery.json
-        [--fp32-queries 50] [--top 10]
+        [--fp32-queries 50] [--top 10] [--params P] [--models PATTERN] [--extract PATTERN]
 
 Builds a bundle from the run's outputs (outputs/train/fold{f}/model.pt, outputs/extract/fold{f}/
 reference.npz and whitening.npz, params.yaml), then, on every test query image of the run's
@@ -13,7 +13,8 @@ data.root:
 - the bundle's top ``--top`` against the pipeline's ranking with the same online steps: each
   fold's :func:`retrieval.rank.rerank.rank` with steps [dba, qe] (those of rerank.steps) on the
   run's query features, the folds fused as the ensemble fuses them: the share of queries whose
-  top ``--top`` ids are the same, in the same order (and as sets).
+  top ``--top`` ids are the same, in the same order (and as sets); and the same share with the
+  first ``--fp32-queries`` queries embedded by torch in fp32 (the references as the run made them).
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ from retrieval.resources import set_threads  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a pipeline checkout whose outputs/ are complete")
+    ap.add_argument("--params", help="default: RUN/params.yaml")
+    ap.add_argument("--models", default="outputs/train/fold{fold}/model.pt", help="under RUN, with {fold}")
+    ap.add_argument("--extract", default="outputs/extract/fold{fold}/{name}.npz",
+                    help="under RUN, with {fold} and {name} (reference, query, whitening)")
     ap.add_argument("--folds", type=int, nargs="+", required=True)
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--fp32-queries", type=int, default=50)
@@ -53,12 +58,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     set_threads(0)
     run = Path(args.run)
-    p = load_params(run / "params.yaml")
+    p = load_params(args.params or run / "params.yaml")
     p = p.model_copy(update={"cv": p.cv.model_copy(update={"folds": args.folds})})
-    o = run / "outputs"
-    folds = {f: (models_from_checkpoint(o / f"train/fold{f}/model.pt"), load_whitening(o / f"extract/fold{f}/whitening.npz"),
-                 load_features(o / f"extract/fold{f}/reference.npz")) for f in args.folds}
-    queries = {f: load_features(o / f"extract/fold{f}/query.npz") for f in args.folds}
+    x = lambda f, name: run / args.extract.format(fold=f, name=name)  # noqa: E731
+    folds = {f: (models_from_checkpoint(run / args.models.format(fold=f)), load_whitening(x(f, "whitening")),
+                 load_features(x(f, "reference"))) for f in args.folds}
+    queries = {f: load_features(x(f, "query")) for f in args.folds}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         replace_bundle(Path(tmp) / "bundle", bundle_parts(p, folds))
@@ -69,7 +74,7 @@ def main(argv=None) -> int:
         images = [decode_image((Path(p.data.root) / i).read_bytes(), i) for i in table[IMAGE]]
         start = time.perf_counter()
         got = bundle.embed(images)
-        hits = bundle.search(images, args.top)
+        hits = bundle.search_embedded(got, args.top)
         searched = time.perf_counter() - start
     out = {"run": str(run), "folds": args.folds, "queries": len(images), "references": len(bundle.ids),
            "steps": bundle.settings["rerank"]["steps"], "left_out": bundle.settings["rerank"]["offline_steps_left_out"],
@@ -78,13 +83,14 @@ def main(argv=None) -> int:
     out["cosine_vs_pipeline_features"] = {"min": float(cos.min()), "mean": float(cos.mean()),
                                           "share_ge_0.9999": float((cos >= 0.9999).mean())}
     n = min(args.fp32_queries, len(images))
-    fp32 = []
+    fp32, fp32_emb = [], {}
     for f, (models, whitenings, refs) in folds.items():
         m = refs.meta
         emb = embed_members(models, whitenings, m.get("member_weights", [1.0] * len(models)), lambda mm: embed_tta(
             mm[0], mm[1], p.data.root, table[IMAGE][:n].tolist(), m["image_size"], m.get("scales", [1.0]),
             m["flip_tta"], 32, 0, amp="off")[0])
         fp32.append((got[f][:n] * emb).sum(1))
+        fp32_emb[f] = emb
     fp32 = np.concatenate(fp32)
     out["cosine_vs_torch_fp32_first_queries"] = {"queries": n, "min": float(fp32.min()), "mean": float(fp32.mean())}
     rp = p.rerank.model_copy(update={"steps": bundle.settings["rerank"]["steps"]})
@@ -95,6 +101,11 @@ def main(argv=None) -> int:
     want = [ids[row[row >= 0]].tolist() for row in idx]
     mine = [[r for r, _ in row] for row in hits]
     out[f"top{args.top}_equal_share"] = float(np.mean([a == b for a, b in zip(mine, want)]))
+    # the same with the first n queries embedded by torch in fp32 (what the bundle computes in ONNX)
+    runs32 = [rank(fp32_emb[f], folds[f][2].embeddings, rp, rp.k) for f in args.folds]
+    _, idx32 = fuse_rankings([s for s, _ in runs32], [i for _, i in runs32], len(bundle.ids), args.top, weights)
+    out[f"top{args.top}_equal_share_vs_fp32_queries"] = float(np.mean(
+        [a == ids[row[row >= 0]].tolist() for a, row in zip(mine[:n], idx32)]))
     out[f"top{args.top}_same_set_share"] = float(np.mean([set(a) == set(b) for a, b in zip(mine, want)]))
     out["top1_equal_share"] = float(np.mean([a[:1] == b[:1] for a, b in zip(mine, want)]))
     print(out)

@@ -109,11 +109,13 @@ class Bundle:
         """The top-``k`` (reference id, score) of each image, best first (scores: see the module)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        if not images:
-            return []
+        return self.search_embedded(self.embed(images), k) if images else []
+
+    def search_embedded(self, embedded: dict[int, np.ndarray], k: int) -> list[list[tuple[str, float]]]:
+        """:meth:`search` of images already embedded (:meth:`embed`)."""
         per_fold = self.settings["rerank"]["k"]
         weights = [f["weight"] for f in self.settings["folds"]]
-        scores, indices = zip(*[self.fold_ranking(f, q, max(per_fold, k)) for f, q in self.embed(images).items()])
+        scores, indices = zip(*[self.fold_ranking(f, q, max(per_fold, k)) for f, q in embedded.items()])
         fused_s, fused_i = fuse_rankings(scores, indices, len(self._ids), min(k, len(self._ids)), weights)
         floors = sum(w * np.where(i >= 0, s, np.inf).min(axis=1) for w, s, i in zip(weights, scores, indices))
         fused_s = (fused_s.astype(np.float64) + floors[:, None]) / sum(weights)
