@@ -11,7 +11,11 @@ Queries: the images in ``--images`` (sorted, read into memory once), uploaded in
   buffer a loaded server needs is made; ``rss_before_mb``: the server's resident memory then
   (``VmRSS`` of /proc/PID/status);
 * ``single``: that many searches by one client, one after another: ``single_p50_ms``,
-  ``single_p95_ms`` (each request's wall time at the client, upload and JSON included);
+  ``single_p95_ms`` (each request's wall time at the client, upload and JSON included); after
+  each, the same image searched in this process with no HTTP (``decode_image`` then
+  ``Bundle.search`` on the same bundle, alternating with the requests so that both see the same
+  machine): ``direct_p50_ms``, ``direct_p95_ms``, and ``http_overhead_p50_ms``, the median of
+  the paired differences (what the service adds to a search);
 * ``load``: ``--n`` searches by ``--concurrency`` client threads (one HTTP connection each):
   ``load_p50_ms``, ``load_p95_ms``, ``load_errors`` (a status other than 200, or no answer),
   ``searches_per_s`` (``--n`` / the wall time of the whole step); ``rss_after_mb`` and
@@ -122,6 +126,26 @@ def run(url: str, queries: list[tuple[str, bytes]], n: int, workers: int, k: int
     return [t for t, _ in done], sum(not ok for _, ok in done), wall
 
 
+def single_and_direct(url: str, bundle_path: Path, queries: list[tuple[str, bytes]], n: int, k: int,
+                      offset: int) -> tuple[list[float], list[float], int]:
+    """``n`` searches by one HTTP client, each followed by the same search in this process:
+    (request seconds, direct seconds, request errors)."""
+    from retrieval.bundle import Bundle, decode_image
+
+    bundle = Bundle.open(bundle_path)
+    http, direct, errors = [], [], 0
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(n):
+            name, data = queries[(offset + i) % len(queries)]
+            took, ok = search(client, name, data, k)
+            http.append(took)
+            errors += not ok
+            start = time.perf_counter()
+            bundle.search([decode_image(data, name)], k)
+            direct.append(time.perf_counter() - start)
+    return http, direct, errors
+
+
 def percentiles(seconds: list[float], prefix: str) -> dict:
     ms = np.asarray(seconds) * 1000
     return {f"{prefix}_p50_ms": round(float(np.percentile(ms, 50)), 1),
@@ -187,7 +211,7 @@ def main(argv=None) -> int:
             health = json.load(reply)
         _, warm_errors, _ = run(url, queries, args.warmup, args.concurrency, args.k)
         rss_before = rss_mb(pid)
-        single, single_errors, _ = run(url, queries, args.single, 1, args.k, offset=args.warmup)
+        single, direct, single_errors = single_and_direct(url, args.bundle, queries, args.single, args.k, args.warmup)
         load, load_errors, wall = run(url, queries, args.n, args.concurrency, args.k, offset=args.warmup + args.single)
         rss_after = rss_mb(pid)
     settings_file = args.bundle / "settings.json"
@@ -196,6 +220,8 @@ def main(argv=None) -> int:
               "folds": len(settings.get("folds", [])), "references": health["references"], "images": str(args.images),
               "distinct_queries": len(queries), "k": args.k, "warmup": args.warmup, "warmup_errors": warm_errors,
               "single": args.single, "single_errors": single_errors, **percentiles(single, "single"),
+              **percentiles(direct, "direct"),
+              "http_overhead_p50_ms": round(float(np.median(np.subtract(single, direct))) * 1000, 1),
               "n": args.n, "concurrency": args.concurrency, "load_errors": load_errors, **percentiles(load, "load"),
               "searches_per_s": round(args.n / wall, 2), "rss_before_mb": round(rss_before, 1),
               "rss_after_mb": round(rss_after, 1), "rss_growth": round(rss_after / rss_before - 1, 4),
