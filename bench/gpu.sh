@@ -3,8 +3,11 @@
 # that one failure loses only itself; every figure a JSON (bench/provenance.py) under $OUT.
 #
 # Here, once:    bash bench/gpu_wheels.sh                     # .gpu/whl, about 57 MB
-# There:         run(command="bash bench/gpu.sh", carry=[".gpu"], timeout_s=600)
-# The CPU smoke: CPU_SMOKE=1 OUT=/tmp/gpu-smoke bash bench/gpu.sh   (tiny sizes, the demo's data)
+# There:         run(command="bash bench/gpu.sh", carry=[".gpu/whl"], timeout_s=600): about 500 s;
+#                the competition-size run wants a session of its own (6-7 min of device time
+#                estimated, start-up aside): run(command="GPU_BUDGET_S=560 bash bench/gpu.sh install
+#                scale", carry=[".gpu/whl"], timeout_s=600)
+# The CPU smoke: CPU_SMOKE=1 OUT=/tmp/gpu-smoke bash bench/gpu.sh   (tiny sizes, tiny generated data)
 #
 # Steps (arguments pick some, in this order; default: install step loader extract parity):
 #   install  the carried wheels into .gpu/site (on PYTHONPATH); the machine's torch
@@ -95,15 +98,15 @@ for s in "${STEPS[@]}"; do
       if [ "$SMOKE" = 1 ]; then
         run step 300 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json" --tiny
       else
-        run step 200 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json"
+        run step 220 "$PY" bench/gpu_step.py --out "$OUT/gpu_step.json"
       fi ;;
     loader)
-      run loader 60 "$PY" bench/gpu_loader.py --out "$OUT/gpu_loader.json" "${TINY[@]}" ;;
+      run loader 50 "$PY" bench/gpu_loader.py --out "$OUT/gpu_loader.json" "${TINY[@]}" ;;
     extract)
       if [ "$SMOKE" = 1 ]; then  # no torch.compile: minutes of C++ compilation on the CPU
         run extract 300 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --tiny
       else
-        run extract 100 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --compile
+        run extract 90 "$PY" bench/gpu_extract.py --out "$OUT/gpu_extract.json" --compile
       fi ;;
     parity)
       if [ "$SMOKE" = 1 ]; then  # the smallest generated set, 32 px, 1 epoch, one fold

@@ -4,7 +4,7 @@
 # Python 3.12 on x86-64, into .gpu/whl (ignored by git through .git/info/exclude). About 60 MB:
 # the device tool carries 64 MiB a call, the working tree included, so nothing else large fits.
 #
-#     bash bench/gpu_wheels.sh          # then run bench/gpu.sh there with carry [".gpu"]
+#     bash bench/gpu_wheels.sh          # then run bench/gpu.sh there with carry [".gpu/whl"]
 #
 # The machine's own torch, torchvision, numpy, scipy, opencv, PyYAML, Pillow and tqdm are used.
 set -euo pipefail
