@@ -158,6 +158,62 @@ def test_stages_chain_to_a_valid_scored_submission(tmp_path, monkeypatch, capsys
         assert [h["id"] for h in hits] == sub[Path(path).stem], path
 
 
+def naive_ap(ranked: list[str], relevant: set[str], k: int = 1000) -> float:
+    """AP@k worked out the long way: precision at each hit, summed, over min(relevant, k)."""
+    hits, total = 0, 0.0
+    for rank, ref in enumerate(ranked[:k], start=1):
+        if ref in relevant:
+            hits += 1
+            total += hits / rank
+    return total / min(len(relevant), k) if relevant else 0.0
+
+
+def test_plain_search_is_a_cosine_ranking_and_score_is_a_naive_ap_loop(tmp_path, monkeypatch, capsys, tiny,
+                                                                         tiny_params):
+    """One fold and no re-ranking: the submission is each query's references by cosine similarity of
+    the saved features (ties within 1e-6 in any order), and stages.score's mAP@1000 and P@1 are
+    those of a plain loop over the truth files."""
+    monkeypatch.chdir(tmp_path)
+    over = {"cv": {"folds": [0]}, "rerank": {"steps": []},
+            "demo": {"n_test_classes": 4, "queries_per_class": 3, "photos_per_ref_class": 3}}
+    Path("params.yaml").write_text(yaml.safe_dump(tiny_params(over, tiny)))
+    run_stage("demo", "--out", "data")
+    run_stage("split", "--out", "folds.csv", "--metrics", "split.json")
+    run_stage("train", "--fold", "0", "--folds", "folds.csv", "--model", "model.pt", "--history", "history.csv",
+              "--metrics", "train.json")
+    run_stage("extract", "--fold", "0", "--model", "model.pt", "--folds", "folds.csv", "--query", "fold0/query.npz",
+              "--reference", "fold0/reference.npz", "--valid", "fold0/valid.npz", "--whitening", "fold0/whitening.npz",
+              "--metrics", "extract.json")
+    run_stage("rerank", "--query", "fold0/query.npz", "--reference", "fold0/reference.npz", "--valid",
+              "fold0/valid.npz", "--ranking", "fold0/ranking.npz", "--metrics", "fold0/metrics.json", "--ablation",
+              "ablation.csv", "--valid-ap", "fold0/valid_ap.csv", "--valid-ranking", "valid_ranking.npz")
+    run_stage("ensemble", "--rankings", "fold{fold}/ranking.npz", "--rerank-metrics", "fold{fold}/metrics.json",
+              "--valid-ap", "fold{fold}/valid_ap.csv", "--submission", "submission.csv", "--metrics", "ensemble.json",
+              "--pooled-ap", "pooled.csv")
+    q, r = load_features("fold0/query.npz"), load_features("fold0/reference.npz")
+    scores = dict(zip(q.ids.tolist(), (q.embeddings.astype(np.float64) @ r.embeddings.astype(np.float64).T)))
+    column = {ref: j for j, ref in enumerate(r.ids.tolist())}
+    sub = read_submission("submission.csv")
+    assert sorted(sub) == sorted(scores) and len(r.ids) > 10
+    for qid, ranked in sub.items():
+        s = scores[qid][[column[ref] for ref in ranked]]
+        assert sorted(ranked) == sorted(column) and np.all(np.diff(s) <= 1e-6), qid  # all, best first
+
+    truth_q = pd.read_csv("data/truth/query.csv", dtype=str).set_index("id")["label"]
+    truth_r = pd.read_csv("data/truth/reference.csv", dtype=str)
+    aps, p1 = [], []
+    for qid, label in truth_q.items():
+        relevant = set(truth_r.loc[truth_r["label"] == label, "id"])
+        aps.append(naive_ap(sub[qid], relevant))
+        p1.append(float(sub[qid][0] in relevant))
+    capsys.readouterr()
+    from stages import score
+    assert score.main(["--submission", "submission.csv", "--truth", "data/truth"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["map@1000"] == pytest.approx(np.mean(aps), abs=1e-12)
+    assert scored["p@1"] == pytest.approx(np.mean(p1), abs=1e-12) and scored["n_queries"] == len(truth_q)
+
+
 def assert_wall_times(paths: list[str], with_images: list[str]) -> None:
     """Every stage's metrics carry its own wall time; stages that process images, their rate."""
     for path in paths:
