@@ -88,6 +88,7 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
             return embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
                              refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
                              num_workers=0, amp=refs.meta.get("amp", "auto"),
+                             runtime=refs.meta.get("runtime", "torch"),
                              desc=f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else ""))[0]
         emb = embed_members(models, whitenings, refs.meta.get("member_weights", [1.0] * len(models)), embed)
         if emb.shape[1] != refs.embeddings.shape[1]:
