@@ -26,6 +26,8 @@ class _NamedBytes(io.BytesIO):
     def __str__(self) -> str:
         return self._label
 
+    __repr__ = __str__  # Pillow's "cannot identify image file ..." names the file by its repr
+
 
 def decode_image(data: bytes, name: str) -> Image.Image:
     """An RGB image decoded from ``data`` as the pipeline decodes its files; an empty or

@@ -56,8 +56,9 @@ def test_alpha_goes_on_white_and_16_bit_is_scaled():
 
 
 def test_undecodable_empty_and_bomb_inputs_are_refused_naming_them(monkeypatch):
-    with pytest.raises(InputError, match=r"^notes\.txt: cannot decode image"):
+    with pytest.raises(InputError, match=r"^notes\.txt: cannot decode image") as err:
         decode_image(b"hello, not an image", "notes.txt")
+    assert "object at 0x" not in str(err.value) and str(err.value).endswith("image file notes.txt)")
     with pytest.raises(InputError, match=r"^empty\.jpg: cannot decode image \(empty"):
         decode_image(b"", "empty.jpg")
     data = encoded(Image.new("RGB", (64, 64)), "PNG")
