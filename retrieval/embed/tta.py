@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from retrieval.data.loaders import ImageDataset, SizedViews, eval_images, eval_transform, make_loader
 from retrieval.embed.feature_file import l2_normalise
+from retrieval.model.checkpoints import weights_fingerprint
 from retrieval.model.network import EmbeddingModel, autocast_dtype
 from retrieval.resources import keep_freed_memory
 from retrieval.train.distributed import Dist, gather_rows, rank_slice
@@ -104,17 +105,19 @@ def _embed_batch(model: EmbeddingModel, x: torch.Tensor, flip_tta: bool, device:
     return torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
 
 
-_ONNX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its ONNX Runtime session
+# model -> (its weights' fingerprint, its ONNX Runtime session)
+_ONNX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _onnx_forward(model: EmbeddingModel):
     """``(batch array, flip_tta) -> embeddings`` of the model in ONNX Runtime, exported once per
-    model object (the extract stage and the search command load their models once, unchanged)."""
+    model and weights (exported again if its weights changed since)."""
     from retrieval.bundle.onnx_model import embed_views, onnx_bytes, onnx_session
 
-    if model not in _ONNX:
-        _ONNX[model] = onnx_session(onnx_bytes(model))
-    session = _ONNX[model]
+    weights = weights_fingerprint(model)
+    if _ONNX.get(model, ("",))[0] != weights:
+        _ONNX[model] = weights, onnx_session(onnx_bytes(model))
+    session = _ONNX[model][1]
     return lambda x, flip_tta: embed_views(session, x, flip_tta)
 
 

@@ -16,6 +16,7 @@ def test_onnxruntime_embeddings_equal_torch_and_the_model_is_exported_once(tiny_
         Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
         images.append(f"{i}.png")
     exports = []
+    monkeypatch.setattr(tta, "_ONNX", type(tta._ONNX)())  # tiny_model may have been exported by another test
     real = onnx_model.onnx_bytes
     monkeypatch.setattr(onnx_model, "onnx_bytes", lambda m: exports.append(1) or real(m))
     args = (model, meta, tmp_path, images, 48, [1.0, 1.5], True, 2, 0)
@@ -28,3 +29,12 @@ def test_onnxruntime_embeddings_equal_torch_and_the_model_is_exported_once(tiny_
     assert np.array_equal(again, got) and len(exports) == 1
     assert next(model.parameters()).dtype == torch.float32  # the export left the model as it was
     assert model in tta._ONNX
+    with torch.no_grad():  # new weights in the same model object: exported again, new embeddings
+        model.neck[0].weight.mul_(-1.0)
+    try:
+        flipped = embed_tta(*args, amp="off", runtime="onnxruntime")[0]
+        np.testing.assert_allclose(flipped, embed_tta(*args, amp="off")[0], atol=1e-5)
+        assert len(exports) == 2 and not np.allclose(flipped, got, atol=1e-3)
+    finally:
+        with torch.no_grad():
+            model.neck[0].weight.mul_(-1.0)
