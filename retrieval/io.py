@@ -37,6 +37,19 @@ def read_npz(path: Path, what: str, stage: str, read: Callable[[Any], Any]) -> A
                          f"({type(err).__name__}: {err}); re-run the {stage} stage") from None
 
 
+def versioned_meta(path: Path, z, what: str, stage: str, version: int, needed: str, missing: str) -> dict:
+    """The JSON ``meta`` of the open ``.npz`` ``z`` at ``path`` (a ``what`` written by ``stage``),
+    refused in one line unless it has the format ``version`` and the key ``needed`` (``missing``
+    says what an older file lacks)."""
+    meta = json.loads(str(z["meta"])) if "meta" in z else {}
+    if "format_version" not in meta or needed not in meta:
+        raise InputError(f"{path}: written by an older version (no {missing}); re-run {stage}")
+    if meta["format_version"] != version:
+        raise InputError(f"{path}: {what} format {meta['format_version']}, this version reads {version}; "
+                         f"re-run {stage}")
+    return meta
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

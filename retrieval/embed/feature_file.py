@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.io import InputError, read_npz, save_npz
+from retrieval.io import InputError, read_npz, save_npz, versioned_meta
 
 
 @dataclass
@@ -106,13 +106,7 @@ def load_feature_meta(path: str | Path) -> dict:
 
 
 def _checked_meta(path: Path, z) -> dict:
-    meta = json.loads(str(z["meta"])) if "meta" in z else {}
-    if "format_version" not in meta or "model_fingerprint" not in meta:
-        raise InputError(f"{path}: written by an older version (no model fingerprint); re-run extract")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise InputError(f"{path}: feature file format {meta['format_version']}, this version reads "
-                         f"{FORMAT_VERSION}; re-run extract")
-    return meta
+    return versioned_meta(path, z, "feature file", "extract", FORMAT_VERSION, "model_fingerprint", "model fingerprint")
 
 
 def _meta(feats: Features | dict) -> dict:

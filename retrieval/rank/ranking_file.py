@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.io import InputError, read_npz, save_npz
+from retrieval.io import InputError, read_npz, save_npz, versioned_meta
 
 FORMAT_VERSION = 2  # 2: meta with the features' fingerprint
 _ARRAYS = ("query_ids", "reference_ids", "scores", "indices")
@@ -33,12 +33,7 @@ def save_ranking(path: str | Path, query_ids, reference_ids, scores: np.ndarray,
 
 
 def _read(path: Path, z) -> dict:
-    meta = json.loads(str(z["meta"])) if "meta" in z else {}
-    if "format_version" not in meta or "features" not in meta:
-        raise InputError(f"{path}: written by an older version (no features fingerprint); re-run rerank")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise InputError(f"{path}: ranking file format {meta['format_version']}, this version reads "
-                         f"{FORMAT_VERSION}; re-run rerank")
+    meta = versioned_meta(path, z, "ranking file", "rerank", FORMAT_VERSION, "features", "features fingerprint")
     return {**{k: z[k] for k in _ARRAYS}, "meta": meta}
 
 
