@@ -247,7 +247,7 @@ class ExtractParams(Section):
         description="DataLoader worker processes, as train.num_workers")
     amp: Amp = Field("auto",
         description="mixed precision: auto (bf16 on CUDA or a CPU with AVX-512 BF16 / AMX), bf16, or off")
-    runtime: Literal["torch", "onnxruntime"] = Field("onnxruntime",
+    runtime: Literal["torch", "onnxruntime"] = Field("torch",
         description=("the CPU forward: torch, or onnxruntime (the model exported to ONNX, fp32, amp aside; "
                      "bench/extract_runtime.py); CUDA always runs torch"))
     member_weights: list[float] | None = Field(None,
