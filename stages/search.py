@@ -20,9 +20,9 @@ import json
 
 from retrieval.cli import parser, stage
 from retrieval.config import load_params
+from retrieval.embed.query import decodable, list_inputs, search_images
 from retrieval.io import write_json
 from retrieval.resources import set_threads
-from retrieval.results.search import decodable, list_inputs, search_images
 from retrieval.timing import Clock
 
 

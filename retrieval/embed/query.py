@@ -1,4 +1,5 @@
-"""Searching the pipeline's saved reference index with new images (the ``search`` command)."""
+"""Query time: embedding new images with the fold models and searching the saved references
+(the ``search`` command), as the pipeline would rank them."""
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,7 @@ def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def decodable(images: Sequence[Path], bad_images: str = "error") -> list[Path]:
+def decodable(images: Sequence[Path], bad_images: str) -> list[Path]:
     """``images`` that decode. An undecodable one is an error naming it, or with ``bad_images``
     ``skip``, left out and logged (so one bad file does not abort a search of thousands)."""
     bad = check_images("/", [str(p.resolve()) for p in images])
