@@ -49,7 +49,7 @@ def class_table(query_labels: Sequence[str], ap: np.ndarray, first_hit: np.ndarr
 
 
 def confused_pairs(ranked: np.ndarray, query_labels: Sequence[str], ref_labels: Sequence[str],
-                   top: int = 1, limit: int = 10) -> pd.DataFrame:
+                   top: int, limit: int = 10) -> pd.DataFrame:
     """The (query class, retrieved class) pairs most often wrong in the first ``top`` places.
 
     Counts, over all queries, the references of another class among their first ``top``
@@ -92,16 +92,21 @@ def pick_examples(ap: np.ndarray, n: int) -> np.ndarray:
 
 # -- rendering --------------------------------------------------------------------------------
 
+def _css(thumb: int) -> str:
+    """The page's style; thumbnails shown at their own size ``thumb`` (``report.thumb``) in a 4 px frame."""
+    return CSS.replace("THUMB", str(thumb)).replace("CELL", str(thumb + 8))
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1400px}
 h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0} td,th{padding:3px 10px;border-bottom:1px solid #eaeef2;text-align:left}
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .row{display:flex;align-items:flex-start;gap:6px;margin:10px 0;flex-wrap:nowrap;overflow-x:auto}
-.cell{display:flex;flex-direction:column;align-items:center;font-size:11px;width:104px;flex:none}
-.cell img{border:4px solid #8c8c8c;width:96px;height:96px}
+.cell{display:flex;flex-direction:column;align-items:center;font-size:11px;width:CELLpx;flex:none}
+.cell img{border:4px solid #8c8c8c;width:THUMBpx;height:THUMBpx}
 .q img{border-color:#1f6feb}.ok img{border-color:#2ea043}.bad img{border-color:#cf222e}
-.cell span{max-width:104px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.cell span{max-width:CELLpx;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .meta{color:#57606a;font-size:13px}.sep{width:10px;flex:none}
 .charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start;margin:8px 0}
 """
@@ -143,13 +148,13 @@ def _table(df: pd.DataFrame, floats: Sequence[str] = ()) -> str:
 
 
 def render_html(summary: pd.DataFrame, valid_examples: Sequence[Example], classes: pd.DataFrame,
-                pairs: pd.DataFrame, test_examples: Sequence[Example], grid_name: str,
-                title: str = "Retrieval report", thumb: int = 96, run_html: str = "") -> str:
+                pairs: pd.DataFrame, test_examples: Sequence[Example], grid_name: str, thumb: int,
+                title: str = "Retrieval report", run_html: str = "") -> str:
     """The whole page as one string: summary, the run (``run_html``: charts, placed as given),
     validation examples (right/wrong marked), per-class AP (hardest first), the most confused
-    pairs, and test examples (no labels)."""
+    pairs, and test examples (no labels); ``thumb``: the thumbnails' side (``report.thumb``)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<style>{_css(thumb)}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p class='meta'>Validation: each fold's held-out classes, ranked by that fold's model with the "
              "configured re-ranking; frames: <b style='color:#2ea043'>same class</b>, "
              "<b style='color:#cf222e'>other class</b>, <b style='color:#1f6feb'>query</b>. "
@@ -261,7 +266,7 @@ def make_report(params, root: str | Path, folds: pd.DataFrame, valid_paths: Sequ
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "grid.png") as tmp:
         size = render_grid(valid_examples, tmp, cfg.thumb)
-    page = render_html(summary, valid_examples, classes, pairs, test_examples, "grid.png", thumb=cfg.thumb,
+    page = render_html(summary, valid_examples, classes, pairs, test_examples, "grid.png", cfg.thumb,
                        run_html=run_html)
     with atomic_path(out_dir / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")

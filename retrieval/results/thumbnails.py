@@ -9,22 +9,31 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
+from retrieval.data.images import load_image
+from retrieval.io import InputError
+
 RIGHT, WRONG, UNKNOWN = (46, 160, 67), (207, 34, 46), (140, 140, 140)
 
 
 def thumbnail(path: Path, size: int) -> Image.Image:
-    """A ``size`` x ``size`` RGB thumbnail (EXIF orientation honoured, padded, not cropped);
-    a grey square with a cross if the image cannot be read."""
+    """A ``size`` x ``size`` RGB thumbnail of the image as the pipeline decodes it
+    (:func:`retrieval.data.images.load_image`: EXIF orientation, alpha on white, 16-bit scaled,
+    decompression bombs refused), padded, not cropped; a grey square with a red cross for an image
+    ``load_image`` refuses (a report never stops on one bad image)."""
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            return ImageOps.pad(im, (size, size), color=(245, 245, 245))
-    except Exception:  # noqa: BLE001 - a report never stops on one bad image
-        im = Image.new("RGB", (size, size), (200, 200, 200))
-        d = ImageDraw.Draw(im)
-        d.line((0, 0, size, size), fill=WRONG, width=2)
-        d.line((0, size, size, 0), fill=WRONG, width=2)
-        return im
+        im = Image.fromarray(load_image(path))
+    except InputError:
+        return unreadable(size)
+    return ImageOps.pad(im, (size, size), color=(245, 245, 245))
+
+
+def unreadable(size: int) -> Image.Image:
+    """The thumbnail of an image that cannot be read: grey, crossed out in red."""
+    im = Image.new("RGB", (size, size), (200, 200, 200))
+    d = ImageDraw.Draw(im)
+    d.line((0, 0, size, size), fill=WRONG, width=2)
+    d.line((0, size, size, 0), fill=WRONG, width=2)
+    return im
 
 
 def data_uri(im: Image.Image) -> str:
@@ -39,10 +48,10 @@ def mark(query_label: str | None, ref_label: str | None) -> tuple[int, int, int]
     return RIGHT if query_label == ref_label else WRONG
 
 
-def render_grid(examples: Sequence, path: str | Path, thumb: int = 96, pad: int = 4) -> tuple[int, int]:
+def render_grid(examples: Sequence, path: str | Path, thumb: int, pad: int = 4) -> tuple[int, int]:
     """A PNG: one row per example (:class:`retrieval.results.report.Example`), the query then its
     references, each reference framed green (same label), red (other label) or grey (unknown);
-    the query is framed blue. Returns its size."""
+    the query is framed blue; ``thumb``: ``report.thumb``. Returns its size."""
     cols = 1 + max((len(e.ref_ids) for e in examples), default=0)
     cell = thumb + 2 * pad
     gap = pad * 3  # between the query and its references

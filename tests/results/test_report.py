@@ -1,4 +1,6 @@
 """The retrieval report: its tables on hand-worked cases, and the page and grid it renders."""
+import base64
+import io
 import re
 
 import numpy as np
@@ -7,7 +9,6 @@ import pytest
 from PIL import Image
 
 from retrieval.results.report import Example, class_table, confused_pairs, pick_examples, render_html
-from retrieval.results.thumbnails import RIGHT, WRONG, render_grid
 
 
 def test_class_table_golden():
@@ -33,7 +34,7 @@ def test_confused_pairs_golden():
     # a -> b: 1 (row 0) + 1 (row 1) ; a -> c: 1 (row 1, second place); b: none wrong
     assert top2[["query_label", "retrieved_label", "count"]].values.tolist() == [["a", "b", 2], ["a", "c", 1]]
     assert top2["share"].tolist() == pytest.approx([0.5, 0.25])  # over 2 queries x 2 places
-    assert confused_pairs(np.array([[0]]), ["a"], ["a"]).empty  # nothing wrong: an empty table
+    assert confused_pairs(np.array([[0]]), ["a"], ["a"], top=1).empty  # nothing wrong: an empty table
 
 
 def test_pick_examples_spreads_from_worst_to_best():
@@ -57,23 +58,12 @@ def examples(tmp_path):
     return valid, test
 
 
-def test_grid_marks_right_and_wrong(examples, tmp_path):
-    valid, _ = examples
-    size = render_grid([valid, valid], tmp_path / "grid.png", thumb=20, pad=4)
-    cell, gap = 28, 12
-    assert size == (3 * cell + gap, 2 * cell)
-    im = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
-    assert tuple(im[0, cell + gap]) == (255, 255, 255)  # white between cells
-    assert tuple(im[1, cell + gap + 1]) == RIGHT  # frame of the first reference: same class
-    assert tuple(im[1, 2 * cell + gap + 1]) == WRONG  # second: another class (its image unreadable)
-
-
 def test_html_is_self_contained_and_escaped(examples):
     valid, test = examples
     summary = pd.DataFrame([{"fold": "0", "queries": 1, "references": 2, "map@1000": 0.5, "p@1": 1.0}])
     classes = class_table(["cola"], np.array([0.5]), np.array([True]))
     pairs = pd.DataFrame([{"query_label": "cola", "retrieved_label": "fanta", "count": 1, "share": 0.5}])
-    page = render_html(summary, [valid], classes, pairs, [test], "grid.png")
+    page = render_html(summary, [valid], classes, pairs, [test], "grid.png", 96)
     assert "q&lt;1&gt;" in page and "q<1>" not in page  # ids are escaped
     assert page.count("data:image/jpeg;base64,") == 3 + 2  # 3 validation + 2 test thumbnails, inline
     assert not re.search(r"src='(?!data:)", page)  # no image loaded from elsewhere
@@ -86,5 +76,16 @@ def test_html_places_the_run_section_after_the_summary(examples):
     valid, test = examples
     summary = pd.DataFrame([{"fold": "0", "queries": 1, "references": 2, "map@1000": 0.5, "p@1": 1.0}])
     classes = class_table(["cola"], np.array([0.5]), np.array([True]))
-    page = render_html(summary, [valid], classes, pd.DataFrame(), [test], "grid.png", run_html="<h2>The run</h2><svg/>")
+    page = render_html(summary, [valid], classes, pd.DataFrame(), [test], "grid.png", 96, run_html="<h2>The run</h2><svg/>")
     assert page.index("Validation summary") < page.index("<h2>The run</h2><svg/>") < page.index("Validation queries")
+
+
+def test_html_shows_thumbnails_at_report_thumb(examples):
+    valid, test = examples
+    summary = pd.DataFrame([{"fold": "0", "queries": 1, "references": 2, "map@1000": 0.5, "p@1": 1.0}])
+    classes = class_table(["cola"], np.array([0.5]), np.array([True]))
+    page = render_html(summary, [valid], classes, pd.DataFrame(), [test], "grid.png", 40)
+    assert ".cell img{border:4px solid #8c8c8c;width:40px;height:40px}" in page
+    assert "width:48px;flex:none" in page and "max-width:48px" in page  # the cell: thumbnail and frame
+    uri = re.search(r"src='data:image/jpeg;base64,([^']+)'", page).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(uri))).size == (40, 40)
