@@ -1,5 +1,5 @@
 """Generated documents agree with their sources (docs/build.py): docs/params.md with the field
-descriptions of retrieval/config.py, and every marked table with the JSON under bench/results/."""
+descriptions of retrieval/params/, and every marked table with the JSON under bench/results/."""
 import json
 from pathlib import Path
 
@@ -35,7 +35,7 @@ def test_every_params_yaml_key_has_a_description():
     desc = described()
     missing = [k for k in keys if not desc.get(k)]
     assert not missing, ("params keys without Field(default, description=\"meaning; when to change it\") in "
-                         f"retrieval/config.py: {', '.join(missing)}")
+                         f"retrieval/params/: {', '.join(missing)}")
 
 
 def test_generated_docs_are_up_to_date():
@@ -60,7 +60,7 @@ def test_a_key_without_description_is_named():
     class Top(Section):
         sub: Sub = Field(Sub(), description="a section")
 
-    with pytest.raises(build.MissingDescription, match=r"sub\.bare has no description"):
+    with pytest.raises(build.MissingDescription, match=r"^tests/test_generated_docs\.py: sub\.bare has no description"):
         build.sections(Top)
 
 
