@@ -227,14 +227,14 @@ def tiny_extract_setup(tmp_path: Path, bad_query: str):
     import torch
     from retrieval.config import ModelParams
     from retrieval.data.folds import make_folds
-    from retrieval.model.checkpoints import save_checkpoint
+    from retrieval.model.checkpoints import save_members
     from retrieval.model.network import build_model
 
     make_layout(tmp_path / "data")
     (tmp_path / "data" / "test" / "query" / "q1.jpg").write_bytes(b"\xff\xd8\xff garbage")
     torch.manual_seed(0)
     model, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
-    save_checkpoint(tmp_path / "model.pt", model, meta)
+    save_members(tmp_path / "model.pt", [(model.state_dict(), meta)])
     make_folds(scan_train(tmp_path / "data"), 2, 0.45, 0).to_csv(tmp_path / "folds.csv", index=False)
     params = {"data": {"root": "data"}, "cv": {"n_folds": 2, "folds": [0, 1]},
               "extract": {"image_size": 32, "num_workers": 0, "bad_query": bad_query,
@@ -378,11 +378,11 @@ def retrained(seed: int = 1) -> None:
     """model.pt replaced by another model of the same shape: fold 0 retrained, extract not re-run."""
     import torch
     from retrieval.config import ModelParams
-    from retrieval.model.checkpoints import save_checkpoint
+    from retrieval.model.checkpoints import save_members
     from retrieval.model.network import build_model
     torch.manual_seed(seed)
     model, meta = build_model(ModelParams(embedding_dim=8), pretrained="none")
-    save_checkpoint("model.pt", model, meta)
+    save_members("model.pt", [(model.state_dict(), meta)])
 
 
 def test_search_refuses_a_model_that_did_not_make_the_references(work, capsys):

@@ -16,8 +16,10 @@ from retrieval.embed.feature_file import l2_normalise
 from retrieval.io import UNREADABLE_NPZ, InputError, save_npz
 
 
-def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and projection [D, dim] that whiten ``x``'s top ``dim`` principal components.
+def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3, *,
+                      power: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and projection [D, dim] that whiten ``x``'s top ``dim`` principal components,
+    ``power`` the caller's (``extract.whiten_power``).
 
     The projection is ``V[:, :dim] * (lambda + shrink * lambda_max) ** (-power / 2)``: the
     eigenvectors of the covariance, largest first, scaled so that with ``power`` 1 each

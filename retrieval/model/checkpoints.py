@@ -32,11 +32,6 @@ def model_fingerprint(models: list[tuple]) -> str:
     return prints[0] if len(prints) == 1 else hashlib.sha256("+".join(prints).encode()).hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: EmbeddingModel, meta: dict) -> None:
-    """Write a single model's checkpoint (:func:`save_members` with one member)."""
-    save_members(path, [(model.state_dict(), meta)])
-
-
 def save_members(path: str | Path, members: list[tuple[dict, dict]]) -> None:
     """Write the checkpoint of a fold's (state_dict, meta) members: one member is written as a
     plain checkpoint, several as ``{"members": [...]}``."""

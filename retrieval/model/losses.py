@@ -12,15 +12,18 @@ from retrieval.config import ModelParams, TrainParams
 
 
 def margin_loss(head: str, n_classes: int, embedding_dim: int, margin: float, scale: float,
-                sub_centers: int = 3) -> nn.Module | None:
+                sub_centers: int | None = None) -> nn.Module | None:
     """The margin head as a loss with its own class-centre weights (pytorch-metric-learning).
 
     ``margin`` is in radians for ArcFace and sub-center ArcFace (PML takes degrees) and a
     cosine margin for CosFace. ``head == "none"`` gives None (a pair loss trains alone).
+    ``sub_centers`` (``model.sub_centers``) is the sub-center head's and only its: required there.
     """
     if head == "arcface":
         return losses.ArcFaceLoss(n_classes, embedding_dim, margin=math.degrees(margin), scale=scale)
     if head == "subcenter_arcface":
+        if sub_centers is None:
+            raise ValueError("subcenter_arcface needs sub_centers (model.sub_centers)")
         return losses.SubCenterArcFaceLoss(num_classes=n_classes, embedding_size=embedding_dim,
                                            margin=math.degrees(margin), scale=scale, sub_centers=sub_centers)
     if head == "cosface":
@@ -59,9 +62,10 @@ class PairLoss(nn.Module):
 
 
 class MetricLoss(nn.Module):
-    """The training loss: margin head, pair loss, or margin head + weight x pair loss."""
+    """The training loss: margin head, pair loss, or margin head + ``pair_weight``
+    (``train.pair_loss_weight``) x pair loss."""
 
-    def __init__(self, head: nn.Module | None, pair: nn.Module | None, pair_weight: float = 1.0):
+    def __init__(self, head: nn.Module | None, pair: nn.Module | None, pair_weight: float):
         super().__init__()
         if head is None and pair is None:
             raise ValueError("a margin head, a pair loss, or both")

@@ -25,7 +25,9 @@ def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Te
 
 
 class GeM(nn.Module):
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+    """GeM pooling with a learned exponent, starting at ``p`` (``model.gem_p``)."""
+
+    def __init__(self, p: float, eps: float = 1e-6):
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)))
         self.eps = eps

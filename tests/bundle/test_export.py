@@ -12,7 +12,7 @@ from retrieval.bundle.onnx_model import onnx_bytes, onnx_session, run_session
 from retrieval.embed.feature_file import Features, save_features
 from retrieval.embed.whitening import save_whitening
 from retrieval.io import InputError, write_json
-from retrieval.model.checkpoints import model_fingerprint, save_checkpoint
+from retrieval.model.checkpoints import model_fingerprint, save_members
 from stages.bundle import main as bundle_stage
 
 
@@ -48,7 +48,7 @@ def test_reference_ids_must_agree_between_folds(bundle_source):
 def write_pipeline_outputs(folder, params, folds) -> None:
     """The files the bundle stage reads, as train and extract write them."""
     for fold, (models, whitenings, refs) in folds.items():
-        save_checkpoint(folder / f"model{fold}.pt", *models[0])
+        save_members(folder / f"model{fold}.pt", [(models[0][0].state_dict(), models[0][1])])
         save_features(folder / f"reference{fold}.npz",
                       Features(refs.ids, refs.embeddings, meta={**refs.meta, "model_fingerprint": model_fingerprint(models)}))
         save_whitening(folder / f"whitening{fold}.npz", whitenings, {"fold": fold})

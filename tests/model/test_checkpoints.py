@@ -2,8 +2,7 @@
 import torch
 
 from retrieval.config import ModelParams
-from retrieval.model.checkpoints import (model_fingerprint, models_from_checkpoint, save_checkpoint, save_members,
-                                         weights_fingerprint)
+from retrieval.model.checkpoints import model_fingerprint, models_from_checkpoint, save_members, weights_fingerprint
 from retrieval.model.network import build_model
 
 
@@ -14,7 +13,7 @@ def tiny(seed: int):
 
 def test_fingerprint_survives_saving_and_loading_and_changes_with_one_weight(tmp_path):
     model, meta = tiny(0)
-    save_checkpoint(tmp_path / "m.pt", model, meta)
+    save_members(tmp_path / "m.pt", [(model.state_dict(), meta)])
     loaded = models_from_checkpoint(tmp_path / "m.pt")
     assert model_fingerprint(loaded) == weights_fingerprint(model) == model_fingerprint([(model, meta)])
     with torch.no_grad():

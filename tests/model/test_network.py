@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from retrieval.config import ModelParams
-from retrieval.model.checkpoints import model_from_checkpoint, save_checkpoint
+from retrieval.model.checkpoints import model_from_checkpoint, save_members
 from retrieval.model.losses import margin_loss
 from retrieval.model.network import (autocast_dtype, build_model, fix_bn_statistics, freeze_stages, gem,
                                      set_train_mode)
@@ -91,7 +91,7 @@ def test_margin_lowers_target_logit(head):
 def test_checkpoint_round_trip(tiny, tmp_path):
     model, meta = tiny
     model.eval()
-    save_checkpoint(tmp_path / "m.pt", model, {**meta, "epoch": 3})
+    save_members(tmp_path / "m.pt", [(model.state_dict(), {**meta, "epoch": 3})])
     again, meta2 = model_from_checkpoint(tmp_path / "m.pt")
     assert meta2["epoch"] == 3 and meta2["backbone"] == "tf_efficientnet_lite0"
     x = torch.randn(2, 3, 64, 64)
