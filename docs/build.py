@@ -25,10 +25,16 @@ if str(ROOT) not in sys.path:
 
 from docs.tables import TABLES, render  # noqa: E402  (after the sys.path set-up)
 from retrieval.config import Params, Section  # noqa: E402
+from retrieval.params.fields import is_off  # noqa: E402
 
 PARAMS_MD = ROOT / "docs/params.md"
 MARKED = ("README.md", "docs/*.md", "bench/README.md")
 BLOCK = re.compile(r"^(<!-- table: ([\w.:/-]+) -->\n)(.*?)(^<!-- /table -->$)", re.M | re.S)
+
+
+OFF_ROWS = ("Off at these defaults: research knobs and switches that do nothing as shipped "
+            "(docs/decisions.md says what the measured ones gave).")
+OFF_SECTION = "off as shipped"
 
 
 class MissingDescription(ValueError):
@@ -57,7 +63,8 @@ def source_of(model: type[Section]) -> str:
 
 
 def sections(model: type[Section] = Params, name: str = "", desc: str = "") -> list[tuple[str, str, list[tuple]]]:
-    """``(section, its description, [(key, default, description), ...])``, depth first."""
+    """``(section, its description, [(key, default, description, off), ...])``, depth first; ``off``:
+    the key does nothing at its default (declared with ``Off``)."""
     rows, nested = [], []
     for field, info in model.model_fields.items():
         key = f"{name}.{field}" if name else field
@@ -65,9 +72,9 @@ def sections(model: type[Section] = Params, name: str = "", desc: str = "") -> l
             raise MissingDescription(f"{source_of(model)}: {key} has no description: write it as "
                                      f"Field(default, description=\"meaning; when to change it\")")
         if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
-            nested += sections(info.annotation, key, info.description)
+            nested += sections(info.annotation, key, info.description + (f" ({OFF_SECTION})" if is_off(info) else ""))
         else:
-            rows.append((key, yaml_value(info.default), info.description))
+            rows.append((key, yaml_value(info.default), info.description, is_off(info)))
     return ([(name, desc, rows)] if rows else []) + nested
 
 
@@ -79,8 +86,10 @@ def params_md() -> str:
              "values are refused before any work starts.", ""]
     for name, desc, rows in sections():
         lines += [f"## {name or 'top level'}", ""] + ([desc + ".", ""] if desc else [])
-        lines += ["| key | default | meaning |", "|---|---|---|"]
-        lines += [f"| `{k}` | `{cell(d)}` | {cell(m)} |" for k, d, m in rows] + [""]
+        for off in (False, True):
+            part = [f"| `{k}` | `{cell(d)}` | {cell(m)} |" for k, d, m, o in rows if o == off]
+            if part:
+                lines += ([OFF_ROWS, ""] if off else []) + ["| key | default | meaning |", "|---|---|---|"] + part + [""]
     return "\n".join(lines)
 
 

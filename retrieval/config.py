@@ -30,8 +30,6 @@ __all__ = ["CVParams", "DataParams", "DemoParams", "DiffusionParams", "EnsembleP
 class Params(Section):
     seed: int = Seed(42, "the split's, training's and augmentation's seed: another seed gives another run")
     data: DataParams = Field(DataParams(), description="where the images are")
-    demo: DemoParams = Field(DemoParams(),
-        description="the synthetic set the demo stage generates (used when data.root is outputs/demo)")
     cv: CVParams = Field(CVParams(), description="cross-validation folds over classes")
     split: SplitParams = Field(SplitParams(),
         description="how each fold's validation classes split into queries and references")
@@ -45,6 +43,8 @@ class Params(Section):
     ensemble: EnsembleParams = Field(EnsembleParams(),
         description="fusing the folds' rankings into the submission")
     report: ReportParams = Field(ReportParams(), description="the HTML report's sample of queries")
+    demo: DemoParams = Field(DemoParams(),
+        description="the synthetic set the demo stage generates (used when data.root is outputs/demo)")
 
     @model_validator(mode="after")
     def _some_loss(self) -> "Params":

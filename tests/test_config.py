@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrieval.config import DemoParams, Params, load_params, parse_params
+from retrieval.config import Params, Section, TrainParams, load_params, parse_params
+from retrieval.params.fields import is_off
 from retrieval.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,11 +15,40 @@ def test_repository_params_are_valid_and_complete():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = load_params(ROOT / "params.yaml")
     assert p.model.backbone == raw["model"]["backbone"]
-    # the file spells out every key the code knows, so the README's table can be trusted
-    assert raw.keys() == Params.model_fields.keys()
-    for section, value in raw.items():
-        if isinstance(value, dict):
-            assert value.keys() == type(getattr(p, section)).model_fields.keys(), section
+    # the file spells out every key the code knows, in the fields' order (docs/params.md's), so
+    # the file, the docs and the code read alike
+    def same_order(raw: dict, model: type[Section], where: str) -> None:
+        assert list(raw) == list(model.model_fields), f"params.yaml {where or 'top level'}: keys or their order"
+        for name, value in raw.items():
+            if isinstance(value, dict):
+                same_order(value, model.model_fields[name].annotation, f"{where}{name}.")
+    same_order(raw, Params, "")
+
+
+def sections_of(model: type[Section] = Params, where: str = ""):
+    yield where, model
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
+            yield from sections_of(info.annotation, f"{where}{name}.")
+
+
+def test_keys_off_at_their_defaults_come_last_in_each_section():
+    # what a user sets first; the research knobs and switches that do nothing as shipped last
+    for where, model in sections_of():
+        off = [is_off(info) for info in model.model_fields.values()]
+        assert off == sorted(off), f"{where.rstrip('.') or 'top level'}: a key declared with Off() before a plain one"
+    assert is_off(TrainParams.model_fields["layer_decay"]) and not is_off(TrainParams.model_fields["epochs"])
+
+
+def test_off_keys_do_nothing_at_their_defaults():
+    # an Off() key is an off switch, an identity scale or a section not used: its default is
+    # None, 0, 1, False, "none", the plain choice, or a nested section of such a step
+    plain = {None, 0, 1, False, "none", "random", "exact"}
+    for where, model in sections_of():
+        for name, info in model.model_fields.items():
+            if is_off(info) and not isinstance(info.default, Section) and name not in ("member_weight_step",
+                                                                                       "m_per_class"):
+                assert info.default in plain, f"{where}{name}: Off() but its default {info.default!r} acts"
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -103,7 +133,7 @@ def params_default_copies(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root.parent).as_posix()
-        if rel == "retrieval/config.py" or rel.startswith("retrieval/config/"):
+        if rel == "retrieval/config.py" or rel.startswith("retrieval/params/"):
             continue  # the one home of the defaults
         for fn, arg, value in signature_defaults(path):
             keys = by_name.get(arg) if value is not None else None
@@ -142,6 +172,7 @@ def test_the_scan_finds_a_planted_copy(tmp_path):
 @pytest.mark.parametrize("raw,needle", [
     ({"train": {"epoch": 3}}, "train.epoch: is not a known key"),
     ({"trian": {}}, "trian: is not a known key"),
+    ({"train": {"neck_lr_scale": 0.5}}, "train.neck_lr_scale: is not a known key"),  # removed (issue 34)
     ({"train": {"epochs": "many"}}, "train.epochs"),
     ({"train": {"epochs": -1}}, "train.epochs"),
     ({"split": {"query_fraction": 1.5}}, "split.query_fraction"),

@@ -142,3 +142,13 @@ def test_any_script_with_results_has_tables(tmp_path, monkeypatch):
     assert "`python bench/newbench.py --out x.json`" in tables.render("bench-newbench-files")
     with pytest.raises(KeyError):
         tables.render("bench-nothing")
+
+
+def test_keys_off_at_their_defaults_are_listed_apart():
+    # what a user sets first; the keys declared with Off() in a table of their own after it
+    text = build.params_md()
+    train = text[text.index("## train\n"):text.index("## extract\n")]
+    off = train.index(build.OFF_ROWS)
+    assert train.index("| `train.epochs` |") < off < train.index("| `train.layer_decay` |")
+    assert "| `train.neck_lr_scale` |" not in text  # removed: unmeasured, and lr with backbone_lr_scale did its job
+    assert f"({build.OFF_SECTION})" in text[text.index("## rerank.kreciprocal\n"):]

@@ -25,6 +25,18 @@ def ImageSize(default: int | None, description: str):  # noqa: N802 - a Field, n
     return Field(default, ge=MIN_IMAGE_SIZE, description=description)
 
 
+def Off(default: Any, description: str, **limits: Any):  # noqa: N802 - a Field, named as a type
+    """A field that does nothing at its default (an off switch, an identity scale, a step not in
+    ``rerank.steps``): docs/params.md lists these after what a user sets, and params.yaml keeps
+    them last in their section (tests/test_config.py)."""
+    return Field(default, description=description, json_schema_extra={"off": True}, **limits)
+
+
+def is_off(info: Any) -> bool:
+    """Whether a model field was declared with :func:`Off`."""
+    return bool((info.json_schema_extra or {}).get("off"))
+
+
 def _amp_off(value: Any) -> Any:
     """``amp: off`` as written: YAML reads a bare off as false."""
     return "off" if value is False else value

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from retrieval.params.fields import Amp, ImageSize, LoaderWorkers, Section, Seed
+from retrieval.params.fields import Amp, ImageSize, LoaderWorkers, Off, Section, Seed
 
 
 class ExtractParams(Section):
@@ -22,9 +22,9 @@ class ExtractParams(Section):
     whiten_dim: int = Field(512, ge=0,
         description=("PCA whitening to this dimension, learned on the fold's training-class images (never on "
                      "test or validation images); 0 = off"))
-    whiten_power: float = Field(0.5, gt=0.0, le=1.0,
-        description=("eigenvalue exponent of the whitening: 1 whitens fully, 0.5 halfway (standard deviations "
-                     "to their square root)"))
+    nproc: int = Field(1, ge=1,
+        description=("extraction processes under torchrun, each embedding a slice of every set (one GPU a "
+                     "process on CUDA, gloo on the CPU); the extract stage's --nproc; not with shard_size > 0"))
     num_workers: LoaderWorkers = Field("auto",
         description="DataLoader worker processes, as train.num_workers")
     amp: Amp = Field("auto",
@@ -32,18 +32,23 @@ class ExtractParams(Section):
     runtime: Literal["torch", "onnxruntime"] = Field("torch",
         description=("the CPU forward: torch, or onnxruntime (the model exported to ONNX, fp32, amp aside; "
                      "bench/extract_runtime.py); CUDA always runs torch"))
-    member_weights: list[float] | None = Field(None,
+    bad_query: Literal["error", "empty"] = Field("error",
+        description=("an undecodable test query: error (stop), or empty (an empty ranking for it, counted in "
+                     "the metrics and logged)"))
+    # measured default (docs/decisions.md)
+    whiten_power: float = Field(0.5, gt=0.0, le=1.0,
+        description=("eigenvalue exponent of the whitening: 1 whitens fully, 0.5 halfway (standard deviations "
+                     "to their square root)"))
+    # off at these values: several backbones only; sharded, resumable extraction
+    member_weights: list[float] | None = Off(None,
         description=("several backbones (model.backbone a list): one weight per backbone for the weighted "
                      "concatenation of their embeddings, or null: chosen on the fold's validation images "
                      "(cosine mAP@1000)"))
-    member_weight_step: float = Field(0.1, gt=0.0, le=1.0,
+    member_weight_step: float = Off(0.1, gt=0.0, le=1.0,
         description="grid step of the member-weight choice (weights in steps of this, summing to 1)")
-    shard_size: int = Field(0, ge=0,
+    shard_size: int = Off(0, ge=0,
         description=("> 0: embed each set this many images at a time into a memory map on disk (the stage's "
                      "--resume-dir), so a killed run continues from its last finished shard; 0 = in memory"))
-    nproc: int = Field(1, ge=1,
-        description=("extraction processes under torchrun, each embedding a slice of every set (one GPU a "
-                     "process on CUDA, gloo on the CPU); the extract stage's --nproc; not with shard_size > 0"))
 
     @field_validator("member_weights")
     @classmethod
@@ -58,9 +63,6 @@ class ExtractParams(Section):
         if not v or any(s <= 0 for s in v):
             raise ValueError("must be one or more positive factors, e.g. [1.0] or [0.75, 1.0, 1.25]")
         return v
-    bad_query: Literal["error", "empty"] = Field("error",
-        description=("an undecodable test query: error (stop), or empty (an empty ranking for it, counted in "
-                     "the metrics and logged)"))
 
 
 class QEParams(Section):
@@ -115,11 +117,12 @@ class RerankParams(Section):
         description="database-side augmentation: each reference plus its k nearest references")
     qe: QEParams = Field(QEParams(),
         description="alpha-query expansion: each query plus its top k references")
-    kreciprocal: KReciprocalParams = Field(KReciprocalParams(),
-        description="k-reciprocal re-ranking (Zhong et al. 2017) on sparse neighbour lists")
     diffusion: DiffusionParams = Field(DiffusionParams(),
         description="diffusion on the references' kNN graph (Iscen et al. 2017)")
-    index: IndexParams = Field(IndexParams(),
+    # off at these values: a step not in steps; the exact search
+    kreciprocal: KReciprocalParams = Off(KReciprocalParams(),
+        description="k-reciprocal re-ranking (Zhong et al. 2017) on sparse neighbour lists")
+    index: IndexParams = Off(IndexParams(),
         description="the search of the references: exact, or an approximate faiss index for large galleries")
 
     @field_validator("steps")
@@ -143,7 +146,8 @@ class RerankParams(Section):
 
 class EnsembleParams(Section):
     k: int = Field(1000, ge=1, le=1000, description="ids per query in the submission (at most 1,000)")
-    fold_weights: list[float] | None = Field(None,
+    # off at this value
+    fold_weights: list[float] | None = Off(None,
         description=("one weight per fold of cv.folds, or null for equal weights; to favour folds that "
                      "validate better"))
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from retrieval.params.fields import Amp, ImageSize, LoaderWorkers, Section, Seed
+from retrieval.params.fields import MIN_IMAGE_SIZE, Amp, ImageSize, LoaderWorkers, Off, Section, Seed
 
 
 class DataParams(Section):
@@ -61,14 +61,15 @@ class ModelParams(Section):
     embedding_dim: int = Field(512, ge=8, description=("size of the embedding the neck outputs "
                                                        "(extract.whiten_dim may not exceed it); smaller for "
                                                        "a smaller gallery index"))
-    gem_p: float = Field(3.0, ge=1.0, description="initial exponent of GeM pooling (learned while training)")
     head: Literal["arcface", "cosface", "subcenter_arcface", "none"] = Field("subcenter_arcface",
         description=("margin head: arcface, cosface, subcenter_arcface, or none (train with train.pair_loss "
                      "alone)"))
+    # measured defaults (docs/decisions.md)
     margin: float = Field(0.3, ge=0.0,
         description="ArcFace and sub-center ArcFace: angle margin in radians; CosFace: cosine margin")
     scale: float = Field(30.0, gt=0.0, description="logit scale of the margin head")
     sub_centers: int = Field(3, ge=1, description="subcenter_arcface: centres per class")
+    gem_p: float = Field(3.0, ge=1.0, description="initial exponent of GeM pooling (learned while training)")
 
     @field_validator("backbone")
     @classmethod
@@ -91,31 +92,39 @@ class TrainParams(Section):
     epochs: int = Field(8, ge=0,
         description=("epochs per fold; 0: no training, the pretrained backbone and an untrained neck (the "
                      "reference point to measure what training adds)"))
-    image_size: int = ImageSize(192, description=("training resolution in pixels; larger is slower and "
-                                                     "usually more accurate"))
-    val_image_size: int = ImageSize(224, description="resolution of the per-epoch validation in pixels")
     batch_size: int = Field(32, ge=2,
         description=("images per optimiser step, over all processes (a multiple of nproc, and of "
                      "m_per_class with sampler pk); lower it when memory runs out"))
     lr: float = Field(1e-4, gt=0.0,
-        description=("AdamW base learning rate: the backbone's and the neck's are lr x their scale; 1e-4 goes "
-                     "with freeze_bn (README: Frozen statistics at a tenth of the rate)"))
-    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0,
-        description="the backbone's learning rate is lr x this")
-    neck_lr_scale: float = Field(1.0, gt=0.0, le=1.0,
-        description="the neck's (embedding layer and its BatchNorm, GeM's p) learning rate is lr x this")
-    layer_decay: float = Field(1.0, gt=0.0, le=1.0,
-        description=("layer-wise decay: each backbone stage below the last (timm's stage groups; stem lowest) "
-                     "gets lr x this once more; 1 = off"))
-    head_warmup_epochs: int = Field(0, ge=0,
-        description=("first epochs that train the neck and head on a frozen backbone (BatchNorm statistics "
-                     "too); 0 = off"))
-    ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
-        description=("> 0: validate and keep an exponential moving average of the weights (per step) instead "
-                     "of the raw ones; 0 = off"))
-    l2sp_decay: float = Field(0.0, ge=0.0,
-        description=("L2-SP, decoupled: after each step every backbone weight moves (its lr x this) of its "
-                     "way back to its pretrained value, so it strays at most about 1/this from it; 0 = off"))
+        description=("AdamW base learning rate: the neck's (embedding layer, its BatchNorm, GeM's p), and the "
+                     "backbone's x backbone_lr_scale; 1e-4 goes with freeze_bn (README: Frozen statistics at a "
+                     "tenth of the rate)"))
+    image_size: int = ImageSize(192, description=("training resolution in pixels; larger is slower and "
+                                                     "usually more accurate"))
+    val_image_size: int = ImageSize(224, description="resolution of the per-epoch validation in pixels")
+    nproc: int = Field(1, ge=1,
+        description=("training processes under torchrun (DistributedDataParallel: gloo on the CPU, NCCL "
+                     "on CUDA); the train stage's --nproc; one per GPU on a machine with several"))
+    num_workers: LoaderWorkers = Field("auto",
+        description=("DataLoader worker processes (0: decode in the main process), or auto: 0 on the CPU, 4 "
+                     "with CUDA, at most each process's share of the cores less one; on a CPU with many cores "
+                     "try a count"))
+    amp: Amp = Field("auto",
+        description=("mixed precision: auto (bf16 on CUDA; fp32 on the CPU, where bf16's backward is slower), "
+                     "bf16, or off"))
+    threads: int = Field(0, ge=0, description=("torch intra-op threads; 0 = all cores; fewer when other "
+                                               "work shares the machine"))
+    channels_last: bool = Field(True, description="channels-last memory layout for the network's tensors")
+    # measured defaults (docs/decisions.md)
+    head_lr: float = Field(1e-2, gt=0.0, description="learning rate of the margin head's class centres")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay")
+    warmup_epochs: float = Field(1.0, ge=0.0,
+        description="linear warm-up of the learning rate (epochs, may be fractional), then cosine decay")
+    freeze_stages: int = Field(2, ge=0,
+        description="the stem and this many backbone stages stay frozen (BatchNorm statistics too)")
+    freeze_bn: bool = Field(True,
+        description=("every BatchNorm keeps its running statistics (eval mode) while training, the neck's "
+                     "too; batch-independent, needed for exact multi-process equivalence on the CPU"))
     wise_alphas: list[float] = Field([0.2, 0.4, 0.6, 0.8],
         description=("WiSE-FT: also validate (1 - a) x the pretrained start + a x the last epoch's weights "
                      "for each a; the best of these and of every epoch is kept ([] = off)"))
@@ -127,40 +136,34 @@ class TrainParams(Section):
                      "restarts from the pretrained weights with lr x this (once); 0 = off"))
     backoff_freeze_bn: bool = Field(True,
         description="the backoff's restart also keeps every BatchNorm statistic fixed (as freeze_bn)")
-    head_lr: float = Field(1e-2, gt=0.0, description="learning rate of the margin head's class centres")
-    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay")
-    warmup_epochs: float = Field(1.0, ge=0.0,
-        description="linear warm-up of the learning rate (epochs, may be fractional), then cosine decay")
-    freeze_stages: int = Field(2, ge=0,
-        description="the stem and this many backbone stages stay frozen (BatchNorm statistics too)")
-    freeze_bn: bool = Field(True,
-        description=("every BatchNorm keeps its running statistics (eval mode) while training, the neck's "
-                     "too; batch-independent, needed for exact multi-process equivalence on the CPU"))
-    nproc: int = Field(1, ge=1,
-        description=("training processes under torchrun (DistributedDataParallel: gloo on the CPU, NCCL "
-                     "on CUDA); the train stage's --nproc; one per GPU on a machine with several"))
-    num_workers: LoaderWorkers = Field("auto",
-        description=("DataLoader worker processes (0: decode in the main process), or auto: 0 on the CPU, 4 "
-                     "with CUDA, at most each process's share of the cores less one; on a CPU with many cores "
-                     "try a count"))
-    amp: Amp = Field("auto",
-        description=("mixed precision: auto (bf16 on CUDA; fp32 on the CPU, where bf16's backward is slower), "
-                     "bf16, or off"))
-    channels_last: bool = Field(True, description="channels-last memory layout for the network's tensors")
-    threads: int = Field(0, ge=0, description=("torch intra-op threads; 0 = all cores; fewer when other "
-                                               "work shares the machine"))
-    sampler: Literal["random", "pk"] = Field("random",
+    # off at these values: research knobs (docs/decisions.md: what the measured ones gave)
+    sampler: Literal["random", "pk"] = Off("random",
         description="batches: random (shuffled images) or pk (P classes x K images each, K = m_per_class)")
-    m_per_class: int = Field(4, ge=2,
+    m_per_class: int = Off(4, ge=2,
         description="K of sampler pk's P x K batches: images per class in a batch")
-    pair_loss: Literal["none", "triplet", "multisimilarity"] = Field("none",
+    pair_loss: Literal["none", "triplet", "multisimilarity"] = Off("none",
         description=("a pair-based loss beside (or, with model.head none, instead of) the margin head: none, "
                      "triplet (semi-hard mining) or multisimilarity"))
-    pair_loss_weight: float = Field(1.0, gt=0.0, description="weight of train.pair_loss in the total loss")
-    final_image_size: int | None = ImageSize(None,
+    pair_loss_weight: float = Off(1.0, gt=0.0, description="weight of train.pair_loss in the total loss")
+    final_image_size: int | None = Off(None, ge=MIN_IMAGE_SIZE,
         description="progressive resizing: the resolution of the last final_epochs epochs (null = off)")
-    final_epochs: int = Field(0, ge=0,
+    final_epochs: int = Off(0, ge=0,
         description="epochs at final_image_size at the end of training; 0 = off")
+    backbone_lr_scale: float = Off(1.0, gt=0.0, le=1.0,
+        description="the backbone's learning rate is lr x this")
+    layer_decay: float = Off(1.0, gt=0.0, le=1.0,
+        description=("layer-wise decay: backbone layer i (0 the stem, then one per stage, as timm's coarse groups) "
+                     "learns at lr x backbone_lr_scale x this ^ (top layer - i), so the last stage at the "
+                     "backbone's rate and each layer below it x this once more; 1 = off"))
+    head_warmup_epochs: int = Off(0, ge=0,
+        description=("first epochs that train the neck and head on a frozen backbone (BatchNorm statistics "
+                     "too); 0 = off"))
+    ema_decay: float = Off(0.0, ge=0.0, lt=1.0,
+        description=("> 0: validate and keep an exponential moving average of the weights (per step) instead "
+                     "of the raw ones; 0 = off"))
+    l2sp_decay: float = Off(0.0, ge=0.0,
+        description=("L2-SP, decoupled: after each step every backbone weight moves (its lr x this) of its "
+                     "way back to its pretrained value, so it strays at most about 1/this from it; 0 = off"))
 
     @field_validator("wise_alphas")
     @classmethod

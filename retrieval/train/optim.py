@@ -22,7 +22,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.0
 
 def param_groups(model, loss_fn, tp: TrainParams) -> list[dict]:
     """The optimiser's groups: one per backbone layer (stem, stages) at ``lr x backbone_lr_scale x
-    layer_decay ** (layers above it)``, the neck and pooling at ``lr x neck_lr_scale``, the margin head at
+    layer_decay ** (layers above it)``, the neck and pooling at ``lr``, the margin head at
     ``head_lr``. Frozen parameters are left out; ``backbone`` marks the backbone's groups and
     ``name`` names each (``backbone.<layer>``, ``neck``, ``head``)."""
     ids, top = backbone_layer_ids(model.backbone)
@@ -34,7 +34,7 @@ def param_groups(model, loss_fn, tp: TrainParams) -> list[dict]:
     groups = [{"params": ps, "lr": base * tp.layer_decay ** (top - i), "backbone": True, "name": f"backbone.{i}"}
               for i, ps in sorted(layers.items())]
     rest = [prm for name, prm in model.named_parameters() if not name.startswith("backbone.") and prm.requires_grad]
-    groups.append({"params": rest, "lr": tp.lr * tp.neck_lr_scale, "backbone": False, "name": "neck"})
+    groups.append({"params": rest, "lr": tp.lr, "backbone": False, "name": "neck"})
     if list(loss_fn.parameters()):  # the margin head's class centres, at their own rate
         groups.append({"params": list(loss_fn.parameters()), "lr": tp.head_lr, "backbone": False, "name": "head"})
     return groups

@@ -43,13 +43,6 @@ def test_param_groups_golden_rates_and_each_parameter_once(lite0):
     assert sorted(ids) == sorted(id(p) for p in expected)  # every trainable parameter, once
 
 
-def test_neck_lr_scale_moves_the_neck_alone(lite0):
-    tp = TrainParams(lr=1e-3, neck_lr_scale=0.1, head_lr=1e-2)
-    groups = param_groups(lite0, metric_loss(ModelParams(embedding_dim=8), tp, 5), tp)
-    assert {g["lr"] for g in groups if g["backbone"]} == {1e-3}
-    assert [(g["name"], g["lr"]) for g in groups[-2:]] == [("neck", pytest.approx(1e-4)), ("head", 1e-2)]
-
-
 def test_param_groups_leave_out_frozen_parameters(lite0):
     tp = TrainParams()
     for p in lite0.backbone.conv_stem.parameters():
@@ -100,7 +93,6 @@ def test_ema_golden_with_its_decay_ramp():
     ({"train": {"epochs": 2, "head_warmup_epochs": 2}}, "train.head_warmup_epochs"),
     ({"train": {"backbone_lr_scale": 0}}, "train.backbone_lr_scale"),
     ({"train": {"layer_decay": 1.5}}, "train.layer_decay"),
-    ({"train": {"neck_lr_scale": 0}}, "train.neck_lr_scale"),
     ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
     ({"train": {"l2sp_decay": -1.0}}, "train.l2sp_decay"),
     ({"train": {"lr": 1e-2, "l2sp_decay": 101.0}}, "train.l2sp_decay"),  # 1.01 of the way: past the start

@@ -87,7 +87,7 @@ def load_tensors(path: Path) -> dict:
 # the third case resumes P x K batches, a pair loss and progressive resizing (epoch 3 at 64 px)
 TECHNIQUES = {"sampler": "pk", "m_per_class": 2, "pair_loss": "triplet", "final_image_size": 64, "final_epochs": 1}
 # the fourth resumes after the head warm-up, with per-layer rates, L2-SP, the weight EMA and WiSE-FT mixes
-FINETUNE = {"backbone_lr_scale": 0.1, "neck_lr_scale": 0.5, "layer_decay": 0.8, "head_warmup_epochs": 1, "ema_decay": 0.9, "l2sp_decay": 50.0,
+FINETUNE = {"backbone_lr_scale": 0.1, "layer_decay": 0.8, "head_warmup_epochs": 1, "ema_decay": 0.9, "l2sp_decay": 50.0,
             "wise_alphas": [0.5]}
 
 
