@@ -31,9 +31,7 @@ import json
 import multiprocessing
 import os
 import platform
-import re
 import resource
-import shlex
 import shutil
 import sys
 import tempfile
@@ -50,6 +48,7 @@ if str(ROOT) not in sys.path:
 from bench import peak  # noqa: E402  (after the sys.path set-up)
 from bench.provenance import save_result  # noqa: E402
 from retrieval.data.demo import _image_id, _rng, _save_jpeg, class_design, class_name, render_catalog, render_photo  # noqa: E402
+from retrieval.cli import expand_stages  # noqa: E402
 from retrieval.resources import usable_cores  # noqa: E402
 
 
@@ -160,31 +159,15 @@ def dotted(assignments: list[str]) -> dict:
     return out
 
 
-def _lookup(params: dict, key: str):
-    node = params
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def stage_commands(params: dict, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[tuple[str, list[str], list[str]]]:
-    """(name, argv, metrics files) of every stage in dvc.yaml's order, with dvc.yaml's
-    ``${...}`` filled from ``params`` and each fold of cv.folds for a ``foreach`` stage. demo
-    generates nothing when data.root is another set; it writes the metrics the report reads."""
+    """(name, argv, metrics files) of every stage in dvc.yaml's order, as
+    :func:`retrieval.cli.expand_stages` expands them with ``params`` (a ``foreach`` stage: one for
+    each fold of cv.folds), ``python`` this interpreter. demo generates nothing when data.root is
+    another set; it writes the metrics the report reads."""
     out = []
-    for name, body in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        items = [None]
-        if "foreach" in body:
-            items = _lookup(params, body["foreach"].strip("${}"))
-            body = body["do"]
-        for item in items:
-            def fill(text: str) -> str:
-                return re.sub(r"\$\{([\w.]+)\}", lambda m: str(item if m[1] == "item" else _lookup(params, m[1])), text)
-            argv = shlex.split(fill(body["cmd"]))
-            if argv[0] == "python":
-                argv[0] = sys.executable
-            metrics = [fill(next(iter(m)) if isinstance(m, dict) else m) for m in body.get("metrics", [])]
-            out.append((name if item is None else f"{name}@{item}", argv, metrics))
+    for name, s in expand_stages(dvc_yaml.read_text(), params).items():
+        argv = [sys.executable if k == 0 and a == "python" else a for k, a in enumerate(s["cmd"])]
+        out.append((name, argv, s["metrics"]))
     return out
 
 

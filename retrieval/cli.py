@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from retrieval.config import load_params
 from retrieval.io import DISK_FULL, InputError
 
@@ -66,41 +68,58 @@ def _module_of(fn: Callable) -> str:
     return spec.name if spec else ""
 
 
+_REF = re.compile(r"\$\{([\w.]+)\}")  # dvc.yaml's ${key.sub} and ${item}
+
+
+def expand_stages(dvc_yaml: str, params: dict) -> dict[str, dict]:
+    """The stages of ``dvc_yaml`` (dvc.yaml's text) in its order, each ``foreach`` stage expanded
+    to one stage per item (``train@0``, ``train@1``, ..) and every ``${key}`` filled from
+    ``params`` (``${item}``: the item): ``{name: {"cmd": argv, "deps": [..], "outs": [..],
+    "metrics": [..]}}``. A key missing from ``params`` raises KeyError."""
+    out = {}
+    for name, body in yaml.safe_load(dvc_yaml)["stages"].items():
+        if "foreach" not in body:
+            out[name] = _filled(body, params, None)
+            continue
+        spec = body["foreach"]
+        ref = _REF.fullmatch(spec) if isinstance(spec, str) else None
+        for item in _lookup(params, ref[1]) if ref else spec:
+            out[f"{name}@{item}"] = _filled(body["do"], params, item)
+    return out
+
+
+def _lookup(params: dict, key: str):
+    """``params["a"]["b"]`` for ``key`` ``a.b``."""
+    return functools.reduce(lambda node, part: node[part], key.split("."), params)
+
+
+def _filled(body: dict, params: dict, item) -> dict:
+    """One stage's command (split into argv) and paths, ``${...}`` filled."""
+    def fill(text: str) -> str:
+        return _REF.sub(lambda m: str(item if m[1] == "item" else _lookup(params, m[1])), text)
+
+    def paths(key: str) -> list[str]:  # an entry is a path, or {path: its options}
+        return [fill(next(iter(e)) if isinstance(e, dict) else e) for e in body.get(key) or []]
+    return {"cmd": shlex.split(fill(body["cmd"])), "deps": paths("deps"), "outs": paths("outs"),
+            "metrics": paths("metrics")}
+
+
 def _dvc_stages() -> dict[str, dict]:
-    """dvc.yaml's stages, ``foreach`` expanded (``train@0``), ``${...}`` filled from params.yaml:
-    ``{name: {"cmd": [...], "deps": [...], "outs": [...]}}``; empty without both files here."""
-    import yaml
+    """dvc.yaml's stages (:func:`expand_stages`) with params.yaml's values, each stage's metrics
+    among its ``outs``; empty without both files here, or if they do not expand."""
     if not (Path("dvc.yaml").is_file() and Path("params.yaml").is_file()):
         return {}
     try:
-        stages, params = yaml.safe_load(Path("dvc.yaml").read_text())["stages"], yaml.safe_load(Path("params.yaml").read_text())
-    except (yaml.YAMLError, KeyError, TypeError):
+        stages = expand_stages(Path("dvc.yaml").read_text(), yaml.safe_load(Path("params.yaml").read_text()))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):  # what DVC could not read either
         return {}
-
-    def fill(text: str, item=None) -> str:
-        def value(m: re.Match) -> str:
-            v = item if m.group(1) == "item" else functools.reduce(lambda d, k: d[k], m.group(1).split("."), params)
-            return str(v)
-        return re.sub(r"\$\{([\w.]+)\}", value, text)
-
-    out = {}
-    for name, body in stages.items():
-        items = [(name, None, body)] if "foreach" not in body else \
-            [(f"{name}@{i}", i, body["do"]) for i in yaml.safe_load(fill(str(body["foreach"])))]
-        for full, item, b in items:
-            paths = lambda key: [fill(next(iter(e)) if isinstance(e, dict) else e, item) for e in b.get(key) or []]  # noqa: E731
-            out[full] = {"cmd": shlex.split(fill(b["cmd"], item)), "deps": paths("deps"),
-                         "outs": paths("outs") + paths("metrics")}
-    return out
+    return {name: {**s, "outs": s["outs"] + s["metrics"]} for name, s in stages.items()}
 
 
 def _missing_inputs(module: str, argv: list[str]) -> list[str]:
     """The declared inputs (dvc.yaml's deps) missing for the stage that this command runs, when
     it runs as dvc.yaml says; DVC itself refuses a missing input before a stage runs."""
-    try:
-        stages = _dvc_stages()
-    except (KeyError, TypeError, ValueError):  # a params.yaml DVC could not read either
-        return []
+    stages = _dvc_stages()
     for body in stages.values():
         if body["cmd"][1:3] == ["-m", module] and body["cmd"][3:] == argv:  # another stage's output
             return [d for d in body["deps"] if not os.path.exists(d) and _makers(stages, d)]
@@ -116,10 +135,7 @@ def _makers(stages: dict[str, dict], path: str) -> list[str]:
 
 def _missing_message(path: str) -> str:
     """``path is missing``, and the dvc.yaml stage that writes it, if any."""
-    try:
-        makers = _makers(_dvc_stages(), path)
-    except (KeyError, TypeError, ValueError):
-        makers = []
+    makers = _makers(_dvc_stages(), path)
     groups = {n.split("@")[0] for n in makers}
     todo = next(iter(groups)) if len(makers) > 1 and len(groups) == 1 else " ".join(makers)
     return f"{path} is missing" + (f": run `dvc repro {todo}` first" if makers else "")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrieval.cli import stage, stage_args
+from retrieval.cli import expand_stages, stage, stage_args
 from retrieval.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,66 @@ def test_a_closed_stdout_pipe_ends_the_stage_quietly(tmp_path):
               f"from stages import compare; sys.exit(compare.main([{str(a)!r}, {str(a)!r}, '--resamples', '5']))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
     assert done.returncode == 141 and done.stderr == ""
+
+
+SMALL_DVC = """
+stages:
+  prep:
+    cmd: python -m stages.prep --root ${data.root} --out out/prep
+    deps:
+      - stages/prep.py
+      - ${data.root}/train
+    outs:
+      - out/prep
+  fit:
+    foreach: ${cv.folds}
+    do:
+      cmd: >-
+        python -m stages.fit --fold ${item}
+        --epochs ${train.epochs} --model "out/fit/fold${item}/model one.pt"
+      deps: [out/prep]
+      outs:
+        - out/fit/fold${item}/model one.pt:
+            persist: true
+      metrics:
+        - out/fit/fold${item}/metrics.json:
+            cache: false
+  each:
+    foreach: [a, b]
+    do:
+      cmd: python -m stages.each ${item}
+"""
+
+
+def test_expand_stages_golden():
+    params = {"data": {"root": "d"}, "cv": {"folds": [2, 0]}, "train": {"epochs": 3}, "unused": 1}
+    fit = lambda f: {"cmd": ["python", "-m", "stages.fit", "--fold", f, "--epochs", "3", "--model",  # noqa: E731
+                             f"out/fit/fold{f}/model one.pt"],
+                     "deps": ["out/prep"], "outs": [f"out/fit/fold{f}/model one.pt"],
+                     "metrics": [f"out/fit/fold{f}/metrics.json"]}
+    expanded = expand_stages(SMALL_DVC, params)
+    assert expanded == {
+        "prep": {"cmd": ["python", "-m", "stages.prep", "--root", "d", "--out", "out/prep"],
+                 "deps": ["stages/prep.py", "d/train"], "outs": ["out/prep"], "metrics": []},
+        "fit@2": fit("2"), "fit@0": fit("0"),
+        "each@a": {"cmd": ["python", "-m", "stages.each", "a"], "deps": [], "outs": [], "metrics": []},
+        "each@b": {"cmd": ["python", "-m", "stages.each", "b"], "deps": [], "outs": [], "metrics": []},
+    }
+    assert list(expanded) == ["prep", "fit@2", "fit@0", "each@a", "each@b"]  # dvc.yaml's order, then the items'
+
+
+def test_expand_stages_names_a_missing_key():
+    with pytest.raises(KeyError, match="epochs"):
+        expand_stages(SMALL_DVC, {"data": {"root": "d"}, "cv": {"folds": [0]}, "train": {}})
+
+
+def test_expand_stages_of_the_repository_dvc_yaml():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = expand_stages((ROOT / "dvc.yaml").read_text(), params)
+    folds = params["cv"]["folds"]
+    assert [n for n in stages if n.startswith("train@")] == [f"train@{f}" for f in folds]
+    assert not any("${" in text for s in stages.values() for part in s.values() for text in part)
+    assert f"{params['data']['root']}/train" in stages[f"train@{folds[0]}"]["deps"]
 
 
 def rerank_args(fold: int) -> list[str]:
