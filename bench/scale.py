@@ -7,7 +7,7 @@
    images of 1,383 classes; 18,027 queries and 36,748 references of 1,470 other classes), or a
    ``--scale`` fraction of every count, in the competition layout (``train/<class>/<id>.jpg``,
    ``test/query/<id>.jpg``, ``test/reference/<id>.jpg``, and ``truth/`` for scoring), with
-   retrieval/data/demo.py's images (its class designs, photos, catalog images and ids, seeded as
+   the demo set's images (synthetic/: its class designs, photos, catalog images and ids, seeded as
    ``make_demo`` seeds them) at ``--size`` px. Every image has its own generator, so the bytes
    do not depend on ``--jobs``; the same seed gives the same files.
 2. Runs the stage commands of dvc.yaml with its flags, in ``--workdir/run``: demo (which generates
@@ -26,9 +26,7 @@ training loop alone; extract ``img_per_s``: each set's embedding loop).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -47,9 +45,9 @@ if str(ROOT) not in sys.path:
 
 from bench import peak  # noqa: E402  (after the sys.path set-up)
 from bench.provenance import save_result  # noqa: E402
-from retrieval.data.demo import _image_id, _rng, _save_jpeg, class_design, class_name, render_catalog, render_photo  # noqa: E402
 from retrieval.cli import expand_stages  # noqa: E402
 from retrieval.resources import usable_cores  # noqa: E402
+from synthetic.dataset import write_set  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -81,57 +79,23 @@ def spread(total: int, n: int) -> list[int]:
     return [total // n + (i < total % n) for i in range(n)]
 
 
-def _class_task(task: tuple) -> list[tuple[str, str, str]]:
-    """Write one class's images (``n_train`` training photos, or ``n_query`` query photos and
-    ``n_ref`` references); return (split, id, label) of each."""
-    out, seed, size, c, n_train, n_query, n_ref = task
-    design, label, rows = class_design(seed, c), class_name(c), []
-    jobs = [("train", "t", k, Path(out) / "train" / label) for k in range(n_train)]
-    jobs += [("query", "q", k, Path(out) / "test/query") for k in range(n_query)]
-    jobs += [("reference", "r", k, Path(out) / "test/reference") for k in range(n_ref)]
-    for split, prefix, k, folder in jobs:
-        i = _image_id(prefix, seed, split, c, k)
-        if split == "reference" and k == n_ref - 1:  # a class's last reference is its catalog image, as in make_demo
-            im = render_catalog(design, size)
-        else:
-            im = render_photo(design, _rng(seed, split, c, k), size)
-        folder.mkdir(parents=True, exist_ok=True)
-        _save_jpeg(im, folder / f"{i}.jpg")
-        rows.append((split, i, label))
-    return rows
-
-
-def generate(out: str | Path, counts: Counts, seed: int = 0, size: int = 32, jobs: int = 1) -> dict:
-    """Write the data set of ``counts`` under ``out`` (a new or empty folder); return the counts
-    written and the time taken. Classes are named as demo names them (``product-00``, ..), the
-    test classes after the training ones; ids are demo's hashed ids, so no label shows in a file name."""
+def generate(out: str | Path, counts: Counts, seed: int, size: int, jobs: int = 1) -> dict:
+    """Write the data set of ``counts`` under ``out`` (a new or empty folder) with
+    :func:`synthetic.dataset.write_set`; return the counts written and the time taken. Classes are
+    named and their images made as the demo set's (``product-00``, .., hashed ids, a test class's
+    last reference its catalog image), the test classes after the training ones."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty")
     start = time.perf_counter()
-    for part in ("train", "test/query", "test/reference", "truth"):
-        (out / part).mkdir(parents=True, exist_ok=True)
-    tasks = [(str(out), seed, size, c, n, 0, 0) for c, n in enumerate(spread(counts.train_images, counts.train_classes))]
-    tasks += [(str(out), seed, size, counts.train_classes + j, 0, nq, nr) for j, (nq, nr) in
-              enumerate(zip(spread(counts.queries, counts.test_classes), spread(counts.references, counts.test_classes)))]
-    if jobs > 1:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            rows = [r for chunk in pool.imap_unordered(_class_task, tasks, chunksize=4) for r in chunk]
-    else:
-        rows = [r for t in tasks for r in _class_task(t)]
-    ids = [i for _, i, _ in rows]
-    if len(set(ids)) != len(ids):  # 48-bit hashes: practically never, but never silently
-        raise RuntimeError("generate: id collision")
-    for name in ("query", "reference"):
-        with open(out / "truth" / f"{name}.csv", "w", newline="") as f:
-            wr = csv.writer(f, lineterminator="\n")
-            wr.writerow(["id", "label"])
-            wr.writerows(sorted((i, label) for split, i, label in rows if split == name))
-    n = {s: sum(1 for r in rows if r[0] == s) for s in ("train", "query", "reference")}
+    plan = [(n, 0, 0) for n in spread(counts.train_images, counts.train_classes)]
+    plan += [(0, nq, nr) for nq, nr in zip(spread(counts.queries, counts.test_classes),
+                                           spread(counts.references, counts.test_classes))]
+    n = write_set(out, seed, size, plan, jobs)
     seconds = time.perf_counter() - start
     return {"train_images": n["train"], "queries": n["query"], "references": n["reference"],
             "train_classes": counts.train_classes, "test_classes": counts.test_classes, "size": size,
-            "seed": seed, "jobs": jobs, "seconds": round(seconds, 2), "img_per_s": round(len(rows) / seconds, 1),
+            "seed": seed, "jobs": jobs, "seconds": round(seconds, 2), "img_per_s": round(sum(n.values()) / seconds, 1),
             "bytes": sum(f.stat().st_size for f in out.rglob("*.jpg"))}
 
 

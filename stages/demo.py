@@ -17,9 +17,9 @@ import logging
 from pathlib import Path
 
 from retrieval.cli import stage, stage_args
-from retrieval.data.demo import is_demo_root, make_demo
 from retrieval.io import write_json
 from retrieval.timing import Clock
+from synthetic.dataset import is_demo_root, make_demo
 
 NOTHING = {"train_images": 0, "queries": 0, "references": 0, "train_classes": 0, "test_classes": 0}
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     clock = Clock(__name__ == "__main__")
     args, p = stage_args(__doc__, argv, required="--out", optional="--metrics")
     if is_demo_root(p.data.root, args.out):
-        counts = make_demo(args.out, **p.demo.model_dump())
+        counts = make_demo(args.out, p.demo)
     else:
         counts = NOTHING
         if not Path(args.out).exists() and not Path(args.out).is_symlink():

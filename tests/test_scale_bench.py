@@ -38,12 +38,12 @@ def test_generate_writes_the_layout_and_counts(tmp_path):
     from PIL import Image
     assert Image.open(next((d / "test/query").glob("*.jpg"))).size == (32, 32)
     with pytest.raises(ValueError, match="not empty"):
-        generate(d, TINY)
+        generate(d, TINY, seed=5, size=32)
 
 
 def test_generate_is_deterministic_whatever_the_processes(tmp_path):
     for name, seed, jobs in (("a", 5, 1), ("b", 5, 2), ("c", 6, 1)):
-        generate(tmp_path / name, TINY, seed=seed, jobs=jobs)
+        generate(tmp_path / name, TINY, seed=seed, size=32, jobs=jobs)
     a, b, c = (tree(tmp_path / name) for name in "abc")
     assert a == b and len(a) == 13 + 5 + 7 + 2  # the same bytes, in one process or two
     assert set(c) != set(a)  # another seed: other ids (and images)

@@ -1,1 +1,1 @@
-"""Data: the competition layout's image listings and decoding, loaders, folds, the demo set."""
+"""Data: the competition layout's image listings and decoding, loaders, folds."""

@@ -9,20 +9,20 @@ import torch
 
 from bundle_helpers import TTA, tiny_bundle_params, torch_embed
 
-from retrieval.config import ModelParams
-from retrieval.data.demo import make_demo
+from retrieval.config import DemoParams, ModelParams
 from retrieval.data.images import ID, IMAGE, scan_test
 from retrieval.embed.feature_file import Features
 from retrieval.embed.whitening import apply_whitening, fit_pca_whitening
 from retrieval.model.network import build_model
+from synthetic.dataset import make_demo
 
 
 @pytest.fixture(scope="session")
 def bundle_source(tmp_path_factory):
     """(params, {fold: ([(model, meta)], whitenings, reference Features)}, data root)."""
     root = tmp_path_factory.mktemp("bundle_data") / "demo"
-    make_demo(root, seed=5, n_train_classes=2, n_test_classes=6, train_per_class=2, queries_per_class=2,
-              photos_per_ref_class=2, size=64)
+    make_demo(root, DemoParams(seed=5, n_train_classes=2, n_test_classes=6, train_per_class=2, queries_per_class=2,
+                               photos_per_ref_class=2, size=64))
     refs = scan_test(root, "reference")
     folds = {}
     for fold in (0, 1):

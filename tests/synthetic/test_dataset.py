@@ -1,4 +1,5 @@
-"""The synthetic demo set: layout, counts, determinism, opaque ids, learnable classes, the CLI."""
+"""synthetic/dataset.py: the layout, counts, determinism and opaque ids of a written set, and the
+demo set's own folder (replaced whole, a user's data refused)."""
 import csv
 import hashlib
 from pathlib import Path
@@ -7,12 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.data.demo import make_demo
+from retrieval.config import DemoParams
 from retrieval.io import InputError
-from stages import demo as demo_stage
+from synthetic import dataset
+from synthetic.dataset import (MARKER, check_demo_folder, demo_plan, image_id, is_demo_root, make_demo, write_class,
+                               write_set)
 
-SMALL = dict(n_train_classes=3, n_test_classes=2, train_per_class=2, queries_per_class=2,
-             photos_per_ref_class=1, size=48)
+SMALL = DemoParams(n_train_classes=3, n_test_classes=2, train_per_class=2, queries_per_class=2,
+                   photos_per_ref_class=1, size=48)
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -29,7 +32,7 @@ def read_truth(path: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def default_set(module_tmp):
-    return module_tmp, make_demo(module_tmp)
+    return module_tmp, make_demo(module_tmp, DemoParams())
 
 
 def test_layout_and_counts(default_set):
@@ -72,17 +75,23 @@ def test_ids_are_unique_and_opaque(default_set):
         prefix = {"train": "t", "query": "q", "reference": "r"}[
             "train" if p.parent.parent.name == "train" else p.parent.name]
         assert p.stem[0] == prefix and len(p.stem) == 13 and int(p.stem[1:], 16) >= 0
+    assert (out / "train" / "product-00" / f"{image_id('t', 0, 'train', 0, 0)}.jpg").is_file()
+
+
+def test_image_id_golden():
+    assert image_id("t", 0, "train", 0, 0) == "t69d10f48325e"
+    assert image_id("q", 0, "train", 0, 0) == "q69d10f48325e"  # the prefix is not hashed
 
 
 def test_same_args_give_identical_bytes(default_set, tmp_path):
     out, _ = default_set
-    make_demo(tmp_path / "again")
+    make_demo(tmp_path / "again", DemoParams())
     assert digests(tmp_path / "again") == digests(out)
 
 
 def test_different_seed_gives_different_bytes(tmp_path):
-    make_demo(tmp_path / "a", seed=0, **SMALL)
-    make_demo(tmp_path / "b", seed=1, **SMALL)
+    make_demo(tmp_path / "a", SMALL.model_copy(update={"seed": 0}))
+    make_demo(tmp_path / "b", SMALL.model_copy(update={"seed": 1}))
     a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
     for d in (a, b):
         d.pop("generated-by-demo.txt")  # the marker: the same text whatever the seed
@@ -92,13 +101,13 @@ def test_different_seed_gives_different_bytes(tmp_path):
 
 def test_rerun_replaces_the_tree_and_keeps_other_files(tmp_path):
     out = tmp_path / "demo"
-    make_demo(out, **SMALL)
+    make_demo(out, SMALL)
     first = digests(out)
     (out / "train" / "product-00" / "stale.jpg").write_bytes(b"old")
     (out / "train" / "product-99").mkdir()
     (out / "test" / "query" / "qstale.jpg").write_bytes(b"old")
     (out / "notes.txt").write_text("keep me")
-    make_demo(out, **SMALL)
+    make_demo(out, SMALL)
     assert not (out / "train" / "product-00" / "stale.jpg").exists()
     assert not (out / "train" / "product-99").exists()
     assert not (out / "test" / "query" / "qstale.jpg").exists()
@@ -139,107 +148,77 @@ def test_classes_are_learnable_but_not_by_mean_colour(default_set):
     assert colour_acc < 0.6 and colour_acc < pixel_acc
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(size=31), "size"),
-    (dict(size=64.0), "size"),
-    (dict(n_train_classes=0), "n_train_classes"),
-    (dict(n_test_classes=-1), "n_test_classes"),
-    (dict(train_per_class=0), "train_per_class"),
-    (dict(queries_per_class=0), "queries_per_class"),
-    (dict(photos_per_ref_class=-1), "photos_per_ref_class"),
-    (dict(train_per_class=True), "train_per_class"),
-    (dict(seed="0"), "seed"),
-])
-def test_bad_args_name_the_argument(tmp_path, kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        make_demo(tmp_path / "x", **kwargs)
-    assert not (tmp_path / "x").exists()
+def test_demo_plan_golden():
+    p = DemoParams(n_train_classes=2, n_test_classes=1, train_per_class=3, queries_per_class=2,
+                   photos_per_ref_class=0)
+    assert demo_plan(p) == [(3, 0, 0), (3, 0, 0), (0, 2, 1)]  # a test class: its photos and one catalog image
 
 
 def test_catalog_only_references(tmp_path):
-    counts = make_demo(tmp_path, **{**SMALL, "photos_per_ref_class": 0})
+    counts = make_demo(tmp_path, SMALL.model_copy(update={"photos_per_ref_class": 0}))
     assert counts["references"] == 2
     assert len(read_truth(tmp_path / "truth" / "reference.csv")) == 2
 
 
-def test_cli_reads_demo_params(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text(f"seed: 1\ndata:\n  root: {tmp_path / 'd'}\ndemo:\n" + "".join(f"  {k}: {v}\n" for k, v in SMALL.items()))
-    assert demo_stage.main(["--out", str(tmp_path / "d"), "--params", str(params)]) == 0
-    assert "6 train images of 3 classes" in capsys.readouterr().out
-    make_demo(tmp_path / "e", **SMALL)  # the top-level seed is not the demo seed
-    assert digests(tmp_path / "d") == digests(tmp_path / "e")
+def test_a_class_last_reference_is_its_catalog_image(tmp_path):
+    rows = write_class(tmp_path, 0, 48, 4, 0, 1, 2)
+    assert [(s, i[0], lab) for s, i, lab in rows] == [("query", "q", "product-04"), ("reference", "r", "product-04"),
+                                                      ("reference", "r", "product-04")]
+    corners = {}
+    for _, i, _ in rows[1:]:
+        im = np.asarray(Image.open(tmp_path / "test/reference" / f"{i}.jpg")).astype(int)
+        corners[i] = (im[:4, :4] >= 250).all()
+    assert list(corners.values()) == [False, True]  # a shelf photo, then the clean catalog image
 
 
-def test_cli_unknown_key_is_refused(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text("demo:\n  seed: 0\n  n_classes: 5\n")
-    assert demo_stage.main(["--out", str(tmp_path / "d"), "--params", str(params)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {params}: demo.n_classes: is not a known key"
-    assert not (tmp_path / "d").exists()
+def test_write_set_gives_the_same_bytes_in_one_process_or_two(tmp_path):
+    plan = [(3, 0, 0), (2, 0, 0), (0, 2, 3), (0, 1, 1)]
+    a = write_set(tmp_path / "a", 5, 32, plan)
+    b = write_set(tmp_path / "b", 5, 32, plan, jobs=2)
+    assert a == b == {"train": 5, "query": 3, "reference": 4}
+    assert digests(tmp_path / "a") == digests(tmp_path / "b") and len(digests(tmp_path / "a")) == 5 + 3 + 4 + 2
 
 
-def test_cli_bad_value_is_refused(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text("demo:\n  size: 8\n")
-    assert demo_stage.main(["--out", str(tmp_path / "d"), "--params", str(params)]) == 2
-    assert "demo.size" in capsys.readouterr().err
-
-
-def _user_set(root: Path) -> dict[str, str]:
-    """A user's own tiny data set under ``root``; its digests."""
-    for part in ("train/cola", "test/query", "test/reference", "truth"):
-        (root / part).mkdir(parents=True)
-    for name in ("train/cola/1.jpg", "test/query/q1.jpg", "test/reference/r1.jpg", "truth/query.csv"):
-        (root / name).write_bytes(f"user's {name}".encode())
-    return digests(root)
-
-
-def _run_demo(tmp_path: Path, out: Path, root: Path) -> int:
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  root: {root}\ndemo:\n" + "".join(f"  {k}: {v}\n" for k, v in SMALL.items()))
-    return demo_stage.main(["--out", str(out), "--params", str(params)])
-
-
-def test_user_data_at_the_demo_folder_is_refused_and_kept(tmp_path, capsys):
-    out = tmp_path / "demo"
-    before = _user_set(out)
-    assert _run_demo(tmp_path, out, root=out) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {out}: holds files the demo stage did not write") and "\n" not in err
-    assert digests(out) == before
-
-
-def test_a_linked_demo_folder_is_refused_and_its_target_kept(tmp_path, capsys):
-    elsewhere, out = tmp_path / "elsewhere", tmp_path / "demo"
-    before = _user_set(elsewhere)
-    out.symlink_to(elsewhere)
-    assert _run_demo(tmp_path, out, root=out) == 2
-    assert capsys.readouterr().err.startswith(f"error: {out}: a symbolic link")
-    assert digests(elsewhere) == before
-    make_demo(elsewhere / "sub", **SMALL)  # a marker behind the link does not open it either
-    (elsewhere / "generated-by-demo.txt").write_text("x")
-    with pytest.raises(InputError, match="symbolic link"):
-        make_demo(out, **SMALL)
-
-
-def test_another_data_root_generates_nothing(tmp_path):
-    out, user = tmp_path / "demo", tmp_path / "mine"
-    before = _user_set(user)
-    assert _run_demo(tmp_path, out, root=user) == 0
-    assert out.is_dir() and not any(out.iterdir())  # DVC's output, left empty
-    assert digests(user) == before
-    mine_at_out = _user_set(tmp_path / "demo2")
-    assert _run_demo(tmp_path, tmp_path / "demo2", root=user) == 0
-    assert digests(tmp_path / "demo2") == mine_at_out
-    assert _run_demo(tmp_path, out, root=out) == 0  # the empty folder is the demo's to fill
-    assert (out / "generated-by-demo.txt").is_file() and (out / "train").is_dir()
+def test_an_id_collision_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset, "image_id", lambda prefix, *parts: prefix + "0" * 12)
+    with pytest.raises(RuntimeError, match="two images drew one id"):
+        write_set(tmp_path, 0, 32, [(2, 0, 0)])
 
 
 def test_a_demo_set_without_the_marker_is_still_rewritten(tmp_path):
     out = tmp_path / "demo"
-    make_demo(out, **SMALL)
+    make_demo(out, SMALL)
     first = digests(out)
-    (out / "generated-by-demo.txt").unlink()  # as written before the marker existed
-    make_demo(out, **SMALL)
+    (out / MARKER).unlink()  # as written before the marker existed
+    make_demo(out, SMALL)
     assert digests(out) == first
+
+
+def test_a_folder_the_demo_did_not_write_is_refused(tmp_path):
+    (tmp_path / "mine" / "train" / "cola").mkdir(parents=True)
+    (tmp_path / "mine" / "train" / "cola" / "1.jpg").write_bytes(b"x")  # not a demo file name
+    with pytest.raises(InputError, match="holds files the demo stage did not write"):
+        check_demo_folder(tmp_path / "mine")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        check_demo_folder(tmp_path / "file")
+    check_demo_folder(tmp_path / "absent")  # absent, or empty: the demo's to fill
+    (tmp_path / "empty").mkdir()
+    check_demo_folder(tmp_path / "empty")
+
+
+def test_a_link_is_refused_even_to_a_demo_folder(tmp_path):
+    make_demo(tmp_path / "real", SMALL)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(InputError, match="symbolic link"):
+        make_demo(tmp_path / "link", SMALL)
+
+
+def test_is_demo_root_compares_paths_not_spellings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_demo_root("outputs/demo", "./outputs/demo/")
+    assert is_demo_root(str(tmp_path / "outputs/demo"), "outputs/demo")
+    assert not is_demo_root("outputs/demo2", "outputs/demo")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "other").symlink_to(tmp_path / "outputs")
+    assert not is_demo_root("other/demo", "outputs/demo")  # links not followed
