@@ -86,3 +86,22 @@ def test_rerank_modules_do_not_load_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False"
+
+
+def test_usable_cores_without_cpu_affinity(monkeypatch):
+    import retrieval.resources as resources
+    monkeypatch.delattr(resources.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(resources.os, "cpu_count", lambda: 6)
+    assert usable_cores() == 6
+    monkeypatch.setattr(resources.os, "cpu_count", lambda: None)  # unknown: one core
+    assert usable_cores() == 1
+
+
+def test_keep_freed_memory_is_false_without_glibc(monkeypatch):
+    import ctypes.util
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    keep_freed_memory.cache_clear()
+    try:
+        assert keep_freed_memory() is False
+    finally:
+        keep_freed_memory.cache_clear()

@@ -35,3 +35,19 @@ def test_whole_process_counts_from_the_process_start():
     if sys.platform.startswith("linux"):
         assert 0.4 <= whole < 30 and own < 0.1
     assert 0 <= process_age() < 30 * 86400
+
+
+def test_process_age_is_zero_where_proc_cannot_be_read(monkeypatch):
+    import retrieval.timing as timing
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+    monkeypatch.setattr(timing, "open", no_proc, raising=False)
+    assert process_age() == 0.0
+    assert Clock(True).seconds() < 1  # falls back to counting from the clock's making
+
+
+def test_a_zero_duration_is_written_as_a_millisecond(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(clock, "seconds", lambda: 0.0)
+    assert clock.stamp({}, images=5)["wall"] == {"seconds": 0.001, "images": 5, "img_per_s": 5000.0}
