@@ -14,7 +14,7 @@ import numpy as np
 
 from retrieval.bundle.onnx_model import embed_views
 from retrieval.bundle.preprocess import eval_input
-from retrieval.embed.feature_file import l2_normalise
+from retrieval.vectors import l2_normalise
 from retrieval.embed.members import Whitening, embed_members
 
 

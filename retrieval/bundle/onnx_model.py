@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.embed.feature_file import l2_normalise
+from retrieval.vectors import l2_normalise
 from retrieval.io import InputError
 from retrieval.resources import usable_cores
 

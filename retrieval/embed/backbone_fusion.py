@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.embed.feature_file import l2_normalise
+from retrieval.vectors import l2_normalise
 from retrieval.metrics import MAP, P1
 from retrieval.rank.knn import validation_map
 

@@ -52,13 +52,6 @@ class Features:
                         dict(self.meta))
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit length, float32; an all-zero row stays zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 FORMAT_VERSION = 2  # 2: meta carries format_version, model_fingerprint and fingerprint
 _PER_FILE = ("empty_queries", "fingerprint", "format_version")  # meta entries outside the fingerprint
 

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from retrieval.data.loaders import ImageDataset, SizedViews, eval_images, eval_transform, make_loader
-from retrieval.embed.feature_file import l2_normalise
+from retrieval.vectors import l2_normalise
 from retrieval.model.checkpoints import weights_fingerprint
 from retrieval.model.network import EmbeddingModel, autocast_dtype
 from retrieval.resources import keep_freed_memory

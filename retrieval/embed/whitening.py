@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.embed.feature_file import l2_normalise
+from retrieval.vectors import l2_normalise
 from retrieval.io import UNREADABLE_NPZ, InputError, save_npz
 
 

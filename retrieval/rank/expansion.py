@@ -10,6 +10,7 @@ import numpy as np
 
 from retrieval.rank.knn import knn
 from retrieval.rank.topk import drop_self
+from retrieval.vectors import l2_normalise
 
 
 def expand(vectors: np.ndarray, database: np.ndarray, scores: np.ndarray, indices: np.ndarray,
@@ -18,9 +19,7 @@ def expand(vectors: np.ndarray, database: np.ndarray, scores: np.ndarray, indice
     (a missing neighbour, index -1 from an approximate index, weighs nothing)."""
     w = np.maximum(scores, 0.0).astype(np.float32) ** np.float32(alpha)  # [N, k]
     w = np.where(indices < 0, np.float32(0.0), w)
-    out = vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[np.maximum(indices, 0)])
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalise(vectors.astype(np.float32) + np.einsum("nk,nkd->nd", w, database[np.maximum(indices, 0)]))
 
 
 def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int, alpha: float, index=None) -> np.ndarray:
