@@ -29,7 +29,6 @@ from retrieval.model.checkpoints import model_fingerprint, weights_fingerprint
 from retrieval.rank.knn import validation_map
 
 log = logging.getLogger(__name__)
-SETS = ("query", "reference", "valid")
 
 
 class _Member:
