@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError, model_validator
 
 from retrieval.io import InputError
-from retrieval.params.fields import MIN_IMAGE_SIZE, Section, Seed
+from retrieval.params.fields import MIN_IMAGE_SIZE, Section, Seed, Sub
 from retrieval.params.inference import (DiffusionParams, EnsembleParams, ExtractParams, IndexParams, KReciprocalParams,
                                         QEParams, RerankParams, ReportParams)
 from retrieval.params.training import CVParams, DataParams, DemoParams, ModelParams, SplitParams, TrainParams
@@ -29,22 +29,17 @@ __all__ = ["CVParams", "DataParams", "DemoParams", "DiffusionParams", "EnsembleP
 
 class Params(Section):
     seed: int = Seed(42, "the split's, training's and augmentation's seed: another seed gives another run")
-    data: DataParams = Field(DataParams(), description="where the images are")
-    cv: CVParams = Field(CVParams(), description="cross-validation folds over classes")
-    split: SplitParams = Field(SplitParams(),
-        description="how each fold's validation classes split into queries and references")
-    model: ModelParams = Field(ModelParams(),
-        description="the network: backbone, embedding neck, margin head")
-    train: TrainParams = Field(TrainParams(), description="training one model per fold (and per backbone)")
-    extract: ExtractParams = Field(ExtractParams(),
-        description="embedding the images, with test-time augmentation and whitening")
-    rerank: RerankParams = Field(RerankParams(),
-        description="search and re-ranking of the references for each query")
-    ensemble: EnsembleParams = Field(EnsembleParams(),
-        description="fusing the folds' rankings into the submission")
-    report: ReportParams = Field(ReportParams(), description="the HTML report's sample of queries")
-    demo: DemoParams = Field(DemoParams(),
-        description="the synthetic set the demo stage generates (used when data.root is outputs/demo)")
+    data: DataParams = Sub(DataParams, "where the images are")
+    cv: CVParams = Sub(CVParams, "cross-validation folds over classes")
+    split: SplitParams = Sub(SplitParams, "how each fold's validation classes split into queries and references")
+    model: ModelParams = Sub(ModelParams, "the network: backbone, embedding neck, margin head")
+    train: TrainParams = Sub(TrainParams, "training one model per fold (and per backbone)")
+    extract: ExtractParams = Sub(ExtractParams, "embedding the images, with test-time augmentation and whitening")
+    rerank: RerankParams = Sub(RerankParams, "search and re-ranking of the references for each query")
+    ensemble: EnsembleParams = Sub(EnsembleParams, "fusing the folds' rankings into the submission")
+    report: ReportParams = Sub(ReportParams, "the HTML report's sample of queries")
+    demo: DemoParams = Sub(DemoParams,
+        "the synthetic set the demo stage generates (used when data.root is outputs/demo)")
 
     @model_validator(mode="after")
     def _some_loss(self) -> "Params":

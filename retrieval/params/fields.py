@@ -32,6 +32,11 @@ def Off(default: Any, description: str, **limits: Any):  # noqa: N802 - a Field,
     return Field(default, description=description, json_schema_extra={"off": True}, **limits)
 
 
+def Sub(section: type[Section], description: str, off: bool = False):  # noqa: N802 - a Field, named as a type
+    """A nested section, defaulting to its own defaults; ``off``: as :func:`Off` (a step not taken)."""
+    return (Off if off else Field)(section(), description=description)
+
+
 def is_off(info: Any) -> bool:
     """Whether a model field was declared with :func:`Off`."""
     return bool((info.json_schema_extra or {}).get("off"))

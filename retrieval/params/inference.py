@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from retrieval.params.fields import Amp, ImageSize, LoaderWorkers, Off, Section, Seed
+from retrieval.params.fields import Amp, ImageSize, LoaderWorkers, Off, Section, Seed, Sub
 
 
 class ExtractParams(Section):
@@ -113,17 +113,14 @@ class RerankParams(Section):
         description=("re-ranking steps in order: dba and qe change vectors; kreciprocal or diffusion (at "
                      "most one, last) makes the final ranking; [] = plain cosine search; [dba, qe] for "
                      "galleries too large for a graph step"))
-    dba: QEParams = Field(QEParams(),
-        description="database-side augmentation: each reference plus its k nearest references")
-    qe: QEParams = Field(QEParams(),
-        description="alpha-query expansion: each query plus its top k references")
-    diffusion: DiffusionParams = Field(DiffusionParams(),
-        description="diffusion on the references' kNN graph (Iscen et al. 2017)")
+    dba: QEParams = Sub(QEParams, "database-side augmentation: each reference plus its k nearest references")
+    qe: QEParams = Sub(QEParams, "alpha-query expansion: each query plus its top k references")
+    diffusion: DiffusionParams = Sub(DiffusionParams, "diffusion on the references' kNN graph (Iscen et al. 2017)")
     # off at these values: a step not in steps; the exact search
-    kreciprocal: KReciprocalParams = Off(KReciprocalParams(),
-        description="k-reciprocal re-ranking (Zhong et al. 2017) on sparse neighbour lists")
-    index: IndexParams = Off(IndexParams(),
-        description="the search of the references: exact, or an approximate faiss index for large galleries")
+    kreciprocal: KReciprocalParams = Sub(KReciprocalParams,
+        "k-reciprocal re-ranking (Zhong et al. 2017) on sparse neighbour lists", off=True)
+    index: IndexParams = Sub(IndexParams,
+        "the search of the references: exact, or an approximate faiss index for large galleries", off=True)
 
     @field_validator("steps")
     @classmethod

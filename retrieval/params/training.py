@@ -184,7 +184,8 @@ class TrainParams(Section):
                              f"train.epochs {self.epochs} to train the backbone")
         if self.l2sp_decay * self.lr * self.backbone_lr_scale > 1.0:
             raise ValueError(f"train.l2sp_decay {self.l2sp_decay} x the backbone's lr "
-                             f"{self.lr * self.backbone_lr_scale:g} is above 1: a step would pull past the pretrained weights")
+                             f"{self.lr * self.backbone_lr_scale:g} is above 1: a step would pull past the "
+                             "pretrained weights")
         if self.final_epochs and self.final_image_size is None:
             raise ValueError("train.final_epochs needs train.final_image_size")
         return self

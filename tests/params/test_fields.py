@@ -2,7 +2,7 @@
 import pytest
 from pydantic import Field, ValidationError
 
-from retrieval.params.fields import MIN_IMAGE_SIZE, SEED_LIMIT, Amp, ImageSize, LoaderWorkers, Off, Section, Seed, is_off
+from retrieval.params.fields import MIN_IMAGE_SIZE, SEED_LIMIT, Amp, ImageSize, LoaderWorkers, Off, Section, Seed, Sub, is_off
 
 
 class Knobs(Section):
@@ -70,3 +70,13 @@ def test_off_marks_a_field_and_keeps_its_limits():
     assert is_off(fields["scale"]) and not any(is_off(fields[k]) for k in fields if k != "scale")
     assert fields["scale"].description == "an identity scale"
     assert "greater than 0" in refused(scale=0.0)
+
+
+def test_sub_nests_a_section_at_its_own_defaults():
+    class Outer(Section):
+        knobs: Knobs = Sub(Knobs, "the knobs")
+        spare: Knobs = Sub(Knobs, "a step not taken", off=True)
+    assert Outer().knobs == Knobs() and Outer.model_fields["knobs"].description == "the knobs"
+    assert is_off(Outer.model_fields["spare"]) and not is_off(Outer.model_fields["knobs"])
+    assert Outer.model_validate({"knobs": {"count": 5}}).knobs.count == 5
+    assert "knobs.cuont" in str(pytest.raises(ValidationError, Outer.model_validate, {"knobs": {"cuont": 5}}).value)
