@@ -7,7 +7,7 @@ per query, peak memory and recall@k against exact search.
 The gallery: ``n_ref`` L2-normalised vectors around ``n_ref // 25`` random centres (as in
 bench/rerank.py), generated once in chunks into a temporary .npy that every child process
 memory-maps. Each method runs in a fresh child (``--child METHOD``) through the pipeline's own
-:func:`retrieval.rank.knn.build_index` and :func:`retrieval.rank.knn.search`, with the params given
+:func:`retrieval.rank.knn.build_index` and :func:`retrieval.rank.knn.search_index`, with the params given
 here (defaults: the pipeline's ``rerank.index`` defaults, except ``nlist`` 1024 and ``nprobe``
 16, so that IVF training fits a 2-core budget). Its peak resident memory is its own: read with
 ``os.wait4`` by bench/peak.py's small launcher, never this process's high-water mark, which a
@@ -56,7 +56,7 @@ def make_gallery(folder: Path, n_ref: int, n_query: int, dim: int, seed: int, no
 
 
 def run_child(method: str, folder: Path, k: int, p: IndexParams) -> dict:
-    from retrieval.rank.knn import build_index, search
+    from retrieval.rank.knn import build_index, search_index
 
     refs = np.load(folder / "refs.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy")
@@ -65,7 +65,7 @@ def run_child(method: str, folder: Path, k: int, p: IndexParams) -> dict:
     index = build_index(refs, p if method != "exact" else None)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    _, idx = search(index, queries, k)
+    _, idx = search_index(index, queries, k)
     search_s = time.perf_counter() - start
     out = {"build_s": round(build_s, 2), "search_ms_per_query": round(1000 * search_s / len(queries), 3),
            "base_gb": round(base, 3)}

@@ -8,7 +8,7 @@ that a method's time and peak RSS are its own and not inflated by an earlier one
   buffer that every block reuses (no page faults of a fresh 2.6 GB result), with as many BLAS
   threads as exact search has workers (the usable cores: ``threads``); one warm-up pass, then the best of
   ``--floor-repeats`` (5) passes (``matmul_floor_runs_s``: every pass);
-* ``search_s``: :func:`retrieval.rank.knn.knn` with ``k`` (default 1000) as the pipeline runs
+* ``search_s``: :func:`retrieval.rank.knn.knn` with ``k`` (default rerank.k) as the pipeline runs
   it (the product and the sorted lists included), timed like the floor: one warm-up call, then
   the best of ``--floor-repeats`` calls (``search_runs_s``: every call); and
   ``search_vs_floor = search_s / matmul_floor_s``;
@@ -123,7 +123,7 @@ def run_child(method: str, features: str, k: int, block: int = 1024, repeats: in
     queries, references = np.array(x[:n_query]), np.array(x[n_query:])
     query_labels, ref_labels = labels[:n_query], labels[n_query:]
     del x
-    from retrieval.metrics import retrieval_metrics
+    from retrieval.metrics import map_key, retrieval_metrics
     from retrieval.rank.knn import knn
     base = _peak_gb()
     ranked, extra = None, {"threads": usable_cores()}  # exact search's workers (retrieval.rank.knn.exact_knn)
@@ -143,19 +143,17 @@ def run_child(method: str, features: str, k: int, block: int = 1024, repeats: in
         elapsed = time.perf_counter() - t0
     elif method == "kreciprocal":
         from retrieval.rank.kreciprocal import k_reciprocal
-        c = P.kreciprocal
-        _, ranked = k_reciprocal(queries, references, c.k1, c.k2, c.lambda_value, top_k=k)
+        _, ranked = k_reciprocal(queries, references, P.kreciprocal, top_k=k)
         elapsed = time.perf_counter() - t0
     elif method == "diffusion":
         from retrieval.rank.diffusion import diffusion
-        c = P.diffusion
-        _, ranked = diffusion(queries, references, k=c.k, alpha=c.alpha, gamma=c.gamma, top_k=k, query_k=c.query_k)
+        _, ranked = diffusion(queries, references, P.diffusion, top_k=k)
         elapsed = time.perf_counter() - t0
     else:
         raise ValueError(f"unknown method {method!r}")
     out = {"seconds": elapsed, "base_gb": base, **extra}
     if ranked is not None:
-        out["map"] = retrieval_metrics(ranked, query_labels, ref_labels, k)[f"map@{k}"]
+        out["map"] = retrieval_metrics(ranked, query_labels, ref_labels, k)[map_key(k)]
     return out
 
 
@@ -166,7 +164,7 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--n-ref", type=int, default=36748)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=P.k, help=f"ranked references per query (rerank.k: {P.k})")
     ap.add_argument("--noise", type=float, default=2.2)
     ap.add_argument("--floor-block", type=int, default=1024, help="queries a block of the floor's product (1024)")
     ap.add_argument("--floor-repeats", type=int, default=5, help="timed passes of the floor and of the search, after a warm-up (5)")

@@ -18,34 +18,18 @@ from typing import Any
 import numpy as np
 
 PAD = -1
-MAP, P1, N_QUERIES = "map@1000", "p@1", "n_queries"  # the pipeline's metric names (k = 1000)
+MAP_K = 1000  # the rank cut-off of the pipeline's mAP (the competition's mAP@1000)
 
 
-def average_precision(relevant: np.ndarray, n_relevant: int, k: int = 1000) -> float:
-    """AP@k of one query's ranked list.
-
-    ``relevant`` is a boolean vector over the ranked list, best first; ``n_relevant`` is the
-    number of relevant references in the whole reference set. Ranks beyond ``k`` are ignored
-    and the sum is divided by ``min(n_relevant, k)``. A query with ``n_relevant == 0`` gets 0.0.
-
-    Raises ``ValueError`` if the list holds more relevant items than ``n_relevant``, or if
-    ``k < 1`` or ``n_relevant < 0``.
-    """
-    relevant = np.asarray(relevant, dtype=bool).ravel()
-    _check_k(k)
-    if n_relevant < 0:
-        raise ValueError(f"n_relevant must be >= 0, got {n_relevant}")
-    hits = int(relevant.sum())
-    if hits > n_relevant:
-        raise ValueError(f"ranked list holds {hits} relevant items but n_relevant is {n_relevant}")
-    if n_relevant == 0:
-        return 0.0
-    rel = relevant[:k]
-    precision = np.cumsum(rel) / np.arange(1, rel.size + 1)
-    return float(precision[rel].sum() / min(n_relevant, k))
+def map_key(k: int) -> str:
+    """The name of mAP@k in metrics dicts and tables: ``map@<k>``."""
+    return f"map@{k}"
 
 
-def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> np.ndarray:
+MAP, P1, N_QUERIES = map_key(MAP_K), "p@1", "n_queries"  # the pipeline's metric names
+
+
+def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int) -> np.ndarray:
     """Per-query AP@k of a ranking ``[Q, K]`` of reference indices (``-1`` = padding).
 
     A ranked reference is relevant when its label equals the query's label; a query's
@@ -57,7 +41,7 @@ def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 
     return per_query_metrics(ranked, query_labels, ref_labels, k)[0]
 
 
-def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
+def retrieval_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int) -> dict:
     """``{"map@<k>", "p@1", "n_queries"}`` of a ranking ``[Q, K]`` of reference indices.
 
     ``map@<k>`` is the mean of :func:`ranking_ap` over all queries (those with no relevant
@@ -71,12 +55,12 @@ def summarise(ap: np.ndarray, first_hit: np.ndarray, k: int) -> dict:
     """:func:`retrieval_metrics`' figures from :func:`per_query_metrics`' ``(ap, first_hit)``."""
     n_queries = len(ap)
     if n_queries == 0:
-        return {f"map@{k}": 0.0, P1: 0.0, N_QUERIES: 0}
-    return {f"map@{k}": float(ap.mean()), P1: float(first_hit.mean()), N_QUERIES: int(n_queries)}
+        return {map_key(k): 0.0, P1: 0.0, N_QUERIES: 0}
+    return {map_key(k): float(ap.mean()), P1: float(first_hit.mean()), N_QUERIES: int(n_queries)}
 
 
 def per_query_metrics(ranked: np.ndarray, query_labels: Any, ref_labels: Any,
-                      k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(ap, first_hit)``: each query's AP@k (float64) and whether its first ranked reference
     has its label (bool), in query order; their means are :func:`retrieval_metrics`' figures."""
     relevant, n_relevant = _relevance(ranked, query_labels, ref_labels, k)

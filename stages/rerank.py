@@ -24,9 +24,9 @@ import pandas as pd
 from retrieval.cli import stage, stage_args
 from retrieval.embed.feature_file import check_same_model, load_features
 from retrieval.io import atomic_path, write_json
-from retrieval.metrics import MAP, P1
+from retrieval.metrics import MAP, MAP_K, P1
+from retrieval.rank.chain import rank, validation_ablation, validation_rankings
 from retrieval.rank.ranking_file import ranking_meta, save_ranking
-from retrieval.rank.rerank import rank, validation_ablation, validation_ranking, validation_rankings
 from retrieval.results.per_query import validation_per_query, write_per_query
 from retrieval.timing import Clock
 
@@ -41,11 +41,12 @@ def main(argv=None) -> int:
     for name, other in (("reference", ref), ("valid", valid)):  # one extract run's files, or refused
         check_same_model(query, other, args.query, getattr(args, name))
     made_from = ranking_meta(query.meta)
-    valid_rankings = validation_rankings(valid, rp)
-    ablation = validation_ablation(valid, valid_rankings)
-    write_per_query(args.valid_ap, validation_per_query(valid, valid_rankings["final"]))
+    chains = validation_rankings(valid, rp, max(rp.k, MAP_K))  # one run of each chain: scored and saved
+    ablation = validation_ablation(valid, chains, MAP_K)
+    final_s, final_i = chains["final"]
+    write_per_query(args.valid_ap, validation_per_query(valid, final_i, MAP_K))
     q = valid.roles == "query"
-    save_ranking(args.valid_ranking, valid.ids[q], valid.ids[~q], *validation_ranking(valid, rp), made_from)
+    save_ranking(args.valid_ranking, valid.ids[q], valid.ids[~q], final_s[:, :rp.k], final_i[:, :rp.k], made_from)
     scores, idx = rank(query.embeddings, ref.embeddings, rp, rp.k)
     empty = np.isin(query.ids, query.meta.get("empty_queries", []))
     scores[empty], idx[empty] = -np.inf, -1  # undecodable queries rank nothing

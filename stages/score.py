@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from retrieval.cli import parser, stage
-from retrieval.metrics import retrieval_metrics
+from retrieval.metrics import MAP_K, retrieval_metrics
 from retrieval.results.per_query import ranking_per_query, write_per_query
 from retrieval.results.submission import read_submission, read_truth, truth_ranking
 
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap = parser(__doc__, params=False)
     ap.add_argument("--submission", required=True, help="submission CSV (query_id,reference_ids)")
     ap.add_argument("--truth", required=True, help="directory with query.csv and reference.csv (id,label)")
-    ap.add_argument("--k", type=int, default=1000, help="rank cut-off of mAP (default 1000)")
+    ap.add_argument("--k", type=int, default=MAP_K, help=f"rank cut-off of mAP (default {MAP_K})")
     ap.add_argument("--per-query", metavar="OUT.csv", help="also write each query's AP and P@1 to this CSV")
     args = ap.parse_args(argv)
     if args.k < 1:

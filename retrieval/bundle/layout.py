@@ -80,7 +80,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def searched_vectors(raw: np.ndarray, settings: dict) -> np.ndarray:
     """The references as searched: after DBA when the bundle's steps hold it (exactly as
-    :func:`retrieval.rank.rerank.rank` runs it), else as they are."""
+    :func:`retrieval.rank.chain.rank` runs it), else as they are."""
     rr = settings["rerank"]
     if "dba" not in rr["steps"]:
         return np.ascontiguousarray(raw, dtype=np.float32)

@@ -3,7 +3,7 @@ the models run in ONNX Runtime, the references are searched in faiss.
 
 A search embeds each image with each fold's models (:mod:`retrieval.bundle.embedder`), runs the
 online re-ranking the bundle holds (alpha-QE of the query against the references, which were
-DBA-augmented when the bundle was written: :func:`retrieval.rank.rerank.rank`'s ``dba`` and
+DBA-augmented when the bundle was written: :func:`retrieval.rank.chain.rank`'s ``dba`` and
 ``qe`` steps), takes each fold's top ``rerank.k`` and fuses the folds as the ensemble stage does
 (:func:`retrieval.rank.fold_fusion.fuse_rankings`). The score given with a reference is the
 folds' weighted mean cosine, a reference missing from a fold's list counting that list's lowest
@@ -28,7 +28,7 @@ from retrieval.bundle.preprocess import image_array
 from retrieval.io import InputError
 from retrieval.rank.expansion import expand
 from retrieval.rank.fold_fusion import fuse_rankings
-from retrieval.rank.knn import search as index_search
+from retrieval.rank.knn import search_index
 
 
 def whitening_of(arrays: dict, fold: int, member: int):
@@ -102,8 +102,8 @@ class Bundle:
         bundle's steps hold it."""
         rr, index = self.settings["rerank"], self.indexes[fold]
         if "qe" in rr["steps"] and rr["qe"]["k"] > 0:
-            queries = expand(queries, self.db[fold], *index_search(index, queries, rr["qe"]["k"]), rr["qe"]["alpha"])
-        return index_search(index, queries, k)
+            queries = expand(queries, self.db[fold], *search_index(index, queries, rr["qe"]["k"]), rr["qe"]["alpha"])
+        return search_index(index, queries, k)
 
     def search(self, images: Sequence[Image.Image], k: int) -> list[list[tuple[str, float]]]:
         """The top-``k`` (reference id, score) of each image, best first (scores: see the module)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from retrieval.vectors import l2_normalise
 from retrieval.metrics import MAP, P1
-from retrieval.rank.knn import validation_map
+from retrieval.validation_metrics import validation_map
 
 
 def normalise_weights(weights: Sequence[float], n: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from retrieval.embed.tta import embed_tta
 from retrieval.embed.whitening import fit_pca_whitening, whitening_dim
 from retrieval.metrics import MAP
 from retrieval.model.checkpoints import model_fingerprint, weights_fingerprint
-from retrieval.rank.knn import validation_map
+from retrieval.validation_metrics import validation_map
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from retrieval.embed.whitening import load_whitening
 from retrieval.io import InputError
 from retrieval.model.checkpoints import model_fingerprint, models_from_checkpoint
 from retrieval.rank.fold_fusion import fuse_rankings
-from retrieval.rank.rerank import rank
+from retrieval.rank.chain import rank
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,17 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from retrieval.config import DiffusionParams
 from retrieval.rank.kreciprocal import DECIMALS, neighbour_lists
 from retrieval.rank.topk import drop_self, topk_indices, topk_indices_by
 from retrieval.resources import usable_cores
 
 
-def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: float = 0.97,
-              gamma: float = 3.0, top_k: int = 1000, query_k: int = 5, tol: float = 1e-6,
-              maxiter: int = 20, *, dtype=np.float32, block: int = 64,
+def diffusion(queries: np.ndarray, references: np.ndarray, p: DiffusionParams, top_k: int,
+              tol: float = 1e-6, maxiter: int = 20, *, dtype=np.float32, block: int = 64,
               n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``min(top_k, G)`` references of each query by diffusion score ``f`` (docs/diffusion.md).
+    """Top ``min(top_k, G)`` references of each query by diffusion score ``f`` (docs/diffusion.md),
+    with ``rerank.diffusion``'s ``p.k``, ``p.alpha``, ``p.gamma`` and ``p.query_k``.
 
     Returns ``(scores, indices)``: scores = ``f`` as float32 [Q, K], indices int64 [Q, K], best
     first. ``dtype`` is the precision of the query similarities and of the solve: float32
@@ -31,6 +32,7 @@ def diffusion(queries: np.ndarray, references: np.ndarray, k: int = 15, alpha: f
     exact definition; needed to converge to tolerances below ~1e-6). ``block`` queries are
     solved together; ``n_threads`` blocks run at once (default: the number of CPUs).
     """
+    k, alpha, gamma, query_k = p.k, p.alpha, p.gamma, p.query_k
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     references = np.ascontiguousarray(references, dtype=np.float32)
     if queries.ndim != 2 or references.ndim != 2 or queries.shape[1] != references.shape[1]:

@@ -2,10 +2,9 @@
 
 :func:`knn` is exact by default (:func:`exact_knn`: blocks of the dense product, each row's
 top k by :func:`retrieval.rank.topk.topk`, a worker a core). :func:`build_index`
-and :func:`search` give faiss's indexes: ``IndexFlatIP``, and the approximate ones for
+and :func:`search_index` give faiss's indexes: ``IndexFlatIP``, and the approximate ones for
 galleries beyond what exact search serves, HNSW (``IndexHNSWFlat``) and IVF with product
 quantisation (``IndexIVFPQ``), chosen by ``rerank.index``.
-:func:`validation_map` scores exact search on a validation set (its queries against its references).
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from retrieval.metrics import per_query_metrics, summarise
 from retrieval.rank.topk import rows_best_first, topk
 from retrieval.resources import usable_cores
 
@@ -54,7 +52,7 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, index=None) -> tuple[
         return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
     if index is None or index.kind == "exact":
         return exact_knn(queries, database, k)
-    return search(build_index(database, index), queries, k)
+    return search_index(build_index(database, index), queries, k)
 
 
 def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, threads: int | None = None,
@@ -135,7 +133,7 @@ def build_index(database: np.ndarray, p=None) -> faiss.Index:
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_index(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of ``index`` for each query, ordered as :func:`knn` orders them."""
     k = min(k, index.ntotal)
     queries = _f32(queries)
@@ -144,20 +142,3 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     scores, idx = index.search(queries, k)
     return _sorted(scores, idx)
 
-
-QUERY_AP = "query_ap"  # validation_map's per-query AP@k (a list of floats, in query order)
-
-
-def validation_map(embeddings: np.ndarray, roles: np.ndarray, labels: np.ndarray, k: int = 1000,
-                   per_query: bool = False) -> dict:
-    """Exact cosine-search metrics (:func:`retrieval.metrics.retrieval_metrics`) of a validation
-    set: its rows of role ``query`` against its other rows; with ``per_query``, also each
-    query's AP@k under :data:`QUERY_AP`."""
-    q = np.asarray(roles) == "query"
-    labels = np.asarray(labels)
-    _, idx = knn(embeddings[q], embeddings[~q], k)
-    ap, first_hit = per_query_metrics(idx, labels[q], labels[~q], k)
-    m = summarise(ap, first_hit, k)
-    if per_query:
-        m[QUERY_AP] = ap.tolist()
-    return m

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from retrieval.config import KReciprocalParams
 from retrieval.rank.knn import knn
 from retrieval.rank.topk import best_first, topk_indices
 
@@ -22,9 +23,10 @@ _BLOCK = 1 << 23  # elements of a float64 [chunk, G] similarity block (64 MiB)
 _PAIR_CHUNK = 8192  # pairs per float64 gather-dot
 
 
-def k_reciprocal(queries: np.ndarray, references: np.ndarray, k1: int = 20, k2: int = 6,
-                 lambda_value: float = 0.3, top_k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``min(top_k, G)`` references of each query after k-reciprocal re-ranking.
+def k_reciprocal(queries: np.ndarray, references: np.ndarray, p: KReciprocalParams,
+                 top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``min(top_k, G)`` references of each query after k-reciprocal re-ranking with
+    ``rerank.kreciprocal``'s ``p.k1``, ``p.k2`` and ``p.lambda_value``.
 
     ``queries`` [Q, D] and ``references`` [G, D] are L2-normalised rows. Returns
     ``(scores, indices)``: scores = ``-final_distance`` as float32 [Q, K] (higher is better),
@@ -32,6 +34,7 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, k1: int = 20, k2: 
     ordered by the lower reference index. See docs/kreciprocal.md for the exact definition and why the sparse
     evaluation returns the dense algorithm's list.
     """
+    k1, k2, lambda_value = p.k1, p.k2, p.lambda_value
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     references = np.ascontiguousarray(references, dtype=np.float32)
     if queries.ndim != 2 or references.ndim != 2 or queries.shape[1] != references.shape[1]:

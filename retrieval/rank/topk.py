@@ -10,12 +10,10 @@ itself.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numba
 import numpy as np
 
-from retrieval.metrics import retrieval_metrics
 
 
 def topk_indices(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarray:
@@ -256,7 +254,3 @@ def drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarr
     keep[own.sum(1) == 0, -1] = False
     return scores[keep].reshape(n, -1), idx[keep].reshape(n, -1)
 
-
-def score_matrix_metrics(scores: np.ndarray, query_labels: Any, ref_labels: Any, k: int = 1000) -> dict:
-    """:func:`retrieval_metrics` of the top-k ranking of a ``[Q, N]`` score matrix (higher = better)."""
-    return retrieval_metrics(topk_indices(scores, k), query_labels, ref_labels, k)

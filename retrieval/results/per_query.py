@@ -45,7 +45,7 @@ def ranking_per_query(ranked: np.ndarray, query_ids: Sequence[str], query_labels
 def validation_per_query(valid, ranked: np.ndarray, k: int = 1000) -> pd.DataFrame:
     """The per-query table of a validation ranking: ``valid`` is a :class:`retrieval.embed.feature_file.Features`
     with labels and roles, ``ranked`` ranks its ``reference`` rows for its ``query`` rows, in file order
-    (as :func:`retrieval.rank.rerank.validation_rankings` does)."""
+    (as :func:`retrieval.rank.chain.validation_rankings` does)."""
     q = valid.roles == "query"
     return ranking_per_query(ranked, valid.ids[q], valid.labels[q], valid.labels[~q], k)
 

@@ -12,7 +12,7 @@ from retrieval.bundle import Bundle, InputError, decode_image
 from retrieval.data.images import IMAGE, scan_test
 from retrieval.embed.whitening import apply_whitening
 from retrieval.rank.fold_fusion import fuse_rankings
-from retrieval.rank.rerank import rank
+from retrieval.rank.chain import rank
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from retrieval.config import parse_params
 from retrieval.embed.backbone_fusion import concat_weighted, normalise_weights, weight_grid
 from retrieval.embed.extract import choose_member_weights
 from retrieval.io import InputError
-from retrieval.rank.knn import validation_map
+from retrieval.validation_metrics import validation_map
 
 
 def test_fused_cosine_is_the_weighted_mean_of_cosines_golden():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 
-from retrieval.config import RerankParams
-from retrieval.metrics import retrieval_metrics
+from retrieval.config import DiffusionParams, RerankParams
+from retrieval.metrics import MAP, MAP_K, retrieval_metrics
 from retrieval.rank.diffusion import block_cg, diffusion, reference_graph
 from retrieval.rank.knn import knn
 
@@ -14,6 +14,12 @@ from rank_vectors import unit
 
 def clustered(n_q, n_g, dim=16, n_classes=8, spread=0.8, seed=0):
     return rank_vectors.clustered(n_q, n_g, dim, n_classes, spread, seed)
+
+
+def dp(**keys):
+    """A DiffusionParams section with these keys (unchecked, so that out-of-range values reach
+    :func:`diffusion`'s own checks), the others params.yaml's."""
+    return DiffusionParams.model_construct(**keys)
 
 
 def by_distance(s):
@@ -65,7 +71,7 @@ def test_matches_dense_solve_at_convergence(data, k, alpha, gamma, query_k, top_
     f, sq = dense_diffusion(q, g, k, alpha, gamma, query_k)
     # the dense solve leaves ~1e-17 noise where the exact f is 0 (unreached components)
     f = np.where(np.abs(f) < 1e-13, 0.0, f)
-    scores, idx = diffusion(q, g, k=k, alpha=alpha, gamma=gamma, top_k=top_k, query_k=query_k,
+    scores, idx = diffusion(q, g, dp(k=k, alpha=alpha, gamma=gamma, query_k=query_k), top_k,
                             tol=1e-13, maxiter=2000, dtype=np.float64, block=16)
     assert idx.shape == scores.shape == (len(q), top_k)
     assert idx.dtype == np.int64 and scores.dtype == np.float32
@@ -91,7 +97,7 @@ def test_block_cg_is_scipy_cg_per_column(data):
 
 def test_alpha_zero_gives_the_initial_ranking(data):
     q, g, _, _ = data
-    scores, idx = diffusion(q, g, k=10, alpha=0.0, top_k=40, query_k=7, dtype=np.float64)
+    scores, idx = diffusion(q, g, dp(k=10, alpha=0.0, query_k=7), 40, dtype=np.float64)
     s64 = q.astype(np.float64) @ g.astype(np.float64).T
     np.testing.assert_array_equal(idx, by_distance(s64)[:, :40])  # y's order, then the cosine tail
     np.testing.assert_allclose(scores[:, :7], np.take_along_axis(s64, idx[:, :7], 1) ** 3, rtol=1e-5)
@@ -101,8 +107,8 @@ def test_alpha_zero_gives_the_initial_ranking(data):
 def test_float32_default_agrees_with_float64(data):
     """The default float32 solve gives the float64 ranking up to near-ties after 20 iterations."""
     q, g, _, _ = data
-    s32, i32 = diffusion(q, g, k=20, top_k=100)
-    s64, i64 = diffusion(q, g, k=20, top_k=100, dtype=np.float64)
+    s32, i32 = diffusion(q, g, dp(k=20), 100)
+    s64, i64 = diffusion(q, g, dp(k=20), 100, dtype=np.float64)
     assert (i32 == i64).mean() > 0.97
     np.testing.assert_allclose(s32, s64, rtol=1e-3, atol=1e-5 * s64.max())
     np.testing.assert_array_equal(np.sort(i32[:, :20], 1), np.sort(i64[:, :20], 1))
@@ -139,7 +145,7 @@ def test_diffusion_must_help_along_a_curved_manifold():
     """
     q, g, ql, gl = chain_case()
     before = retrieval_metrics(knn(q, g, 50)[1], ql, gl, 50)["map@50"]
-    _, idx = diffusion(q, g, k=4, alpha=0.99, gamma=3.0, top_k=50, query_k=3)
+    _, idx = diffusion(q, g, dp(k=4, alpha=0.99, gamma=3.0, query_k=3), 50)
     after = retrieval_metrics(idx, ql, gl, 50)["map@50"]
     assert before < 0.7
     assert after > before + 0.3
@@ -148,14 +154,14 @@ def test_diffusion_must_help_along_a_curved_manifold():
 
 def test_top_k_larger_than_gallery_single_query_and_threads(data):
     q, g, _, _ = data
-    scores, idx = diffusion(q[:1], g[:40], k=5, top_k=1000, query_k=4)
+    scores, idx = diffusion(q[:1], g[:40], dp(k=5, query_k=4), 1000)
     assert idx.shape == (1, 40) and sorted(idx[0].tolist()) == list(range(40))
     assert np.all(np.diff(scores[0]) <= 0)
-    a = diffusion(q, g, k=8, top_k=30, block=7, n_threads=3, dtype=np.float64)
-    b = diffusion(q, g, k=8, top_k=30, block=64, n_threads=1, dtype=np.float64)
+    a = diffusion(q, g, dp(k=8), 30, block=7, n_threads=3, dtype=np.float64)
+    b = diffusion(q, g, dp(k=8), 30, block=64, n_threads=1, dtype=np.float64)
     np.testing.assert_array_equal(a[1], b[1])  # blocks and threads do not change the result
     np.testing.assert_allclose(a[0], b[0], rtol=1e-9)
-    empty = diffusion(q[:0], g, top_k=10)
+    empty = diffusion(q[:0], g, dp(), 10)
     assert empty[1].shape == (0, 10)
 
 
@@ -170,7 +176,7 @@ def test_duplicate_vectors_match_dense_and_keep_finite_scores():
     g = np.concatenate([g, np.repeat(g[:10], 5, axis=0)])
     f, sq = dense_diffusion(q, g, 6, 0.9, 3.0, 4)
     f = np.where(np.abs(f) < 1e-13, 0.0, f)
-    scores, idx = diffusion(q, g, k=6, alpha=0.9, top_k=len(g), query_k=4, tol=1e-13, maxiter=2000,
+    scores, idx = diffusion(q, g, dp(k=6, alpha=0.9, query_k=4), len(g), tol=1e-13, maxiter=2000,
                             dtype=np.float64)
     assert np.isfinite(scores).all()
     assert (np.sort(idx, axis=1) == np.arange(len(g))).all()
@@ -186,9 +192,13 @@ def test_duplicate_vectors_match_dense_and_keep_finite_scores():
 def test_bad_arguments(data):
     q, g, _, _ = data
     with pytest.raises(ValueError, match="shapes"):
-        diffusion(q, g[:, :3])
+        diffusion(q, g[:, :3], dp(), 10)
     with pytest.raises(ValueError, match="alpha"):
-        diffusion(q, g, alpha=1.0)
+        diffusion(q, g, dp(alpha=1.0), 10)
+    with pytest.raises(ValueError, match="query_k"):
+        diffusion(q, g, dp(query_k=0), 10)
+    with pytest.raises(ValueError, match="top_k"):
+        diffusion(q, g, dp(), -1)
 
 
 def test_production_settings_near_the_converged_solution():
@@ -200,8 +210,8 @@ def test_production_settings_near_the_converged_solution():
     q, g, q_labels, g_labels = clustered(60, 1000, seed=4)
     f, sq = dense_diffusion(q, g, d.k, d.alpha, d.gamma, d.query_k)
     exact = dense_rank(np.where(np.abs(f) < 1e-13, 0.0, f), sq, 1000)
-    _, idx = diffusion(q, g, k=d.k, alpha=d.alpha, gamma=d.gamma, query_k=d.query_k, top_k=1000)
+    _, idx = diffusion(q, g, d, 1000)
     overlap = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(idx, exact)])
     assert overlap >= 0.98
-    got, want = (retrieval_metrics(r, q_labels, g_labels)["map@1000"] for r in (idx, exact))
+    got, want = (retrieval_metrics(r, q_labels, g_labels, MAP_K)[MAP] for r in (idx, exact))
     assert abs(got - want) <= 0.002

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from retrieval.config import KReciprocalParams
 from retrieval.metrics import retrieval_metrics
 from retrieval.rank.knn import knn
 from retrieval.rank.kreciprocal import k_reciprocal
@@ -59,6 +60,12 @@ def dense_k_reciprocal(q, g, k1, k2, lam):
     return (1.0 - lam) * jac + lam * dist[:nq, nq:]
 
 
+def kp(k1, k2, lambda_value):
+    """A KReciprocalParams section (unchecked, so that out-of-range values reach
+    :func:`k_reciprocal`'s own checks)."""
+    return KReciprocalParams.model_construct(k1=k1, k2=k2, lambda_value=lambda_value)
+
+
 def dense_top(final, k):
     """Column indices of each row's k smallest np.round(final, 12), ties by lower index."""
     g = final.shape[1]
@@ -81,7 +88,7 @@ def test_matches_dense_published_algorithm(data, k1, k2, lam, top_k):
     q, g, _, _ = data
     final = dense_k_reciprocal(q, g, k1, k2, lam)
     expected = dense_top(final, top_k)
-    scores, idx = k_reciprocal(q, g, k1, k2, lam, top_k=top_k)
+    scores, idx = k_reciprocal(q, g, kp(k1, k2, lam), top_k)
     assert idx.shape == scores.shape == (len(q), top_k)
     assert idx.dtype == np.int64 and scores.dtype == np.float32
     np.testing.assert_array_equal(idx, expected)
@@ -94,18 +101,18 @@ def test_larger_set_with_defaults():
     q, g, _, _ = clustered(500, 1500, dim=32, n_classes=60, seed=2)
     final = dense_k_reciprocal(q, g, 20, 6, 0.3)
     for top_k in (100, 1000):
-        scores, idx = k_reciprocal(q, g, 20, 6, 0.3, top_k=top_k)
+        scores, idx = k_reciprocal(q, g, kp(20, 6, 0.3), top_k)
         np.testing.assert_array_equal(idx, dense_top(final, top_k))
         np.testing.assert_allclose(-scores, np.take_along_axis(final, idx, 1), atol=2e-6, rtol=0)
     plain = dense_top(2.0 - 2.0 * (q.astype(np.float64) @ g.astype(np.float64).T), 100)
-    _, idx = k_reciprocal(q, g, 20, 6, 0.3, top_k=100)
+    _, idx = k_reciprocal(q, g, kp(20, 6, 0.3), 100)
     outside = [len(set(idx[r]) - set(plain[r])) for r in range(len(q))]
     assert sum(outside) > 0
 
 
 def test_lambda_one_is_plain_cosine_ranking(data):
     q, g, _, _ = data
-    scores, idx = k_reciprocal(q, g, 20, 6, 1.0, top_k=70)
+    scores, idx = k_reciprocal(q, g, kp(20, 6, 1.0), 70)
     s64 = q.astype(np.float64) @ g.astype(np.float64).T
     np.testing.assert_array_equal(idx, dense_top(2.0 - 2.0 * s64, 70))
     ks, ki = knn(q, g, 70)
@@ -150,7 +157,7 @@ def test_k_reciprocal_must_help_against_non_reciprocal_distractors():
     q, g = unit(np.array(queries)), unit(np.array(refs))
     ql, gl = np.array([f"A{i}" for i in range(n_groups)]), np.array(labels)
     before = retrieval_metrics(knn(q, g, 100)[1], ql, gl, 100)["map@100"]
-    after = retrieval_metrics(k_reciprocal(q, g, 20, 6, 0.3, top_k=100)[1], ql, gl, 100)["map@100"]
+    after = retrieval_metrics(k_reciprocal(q, g, kp(20, 6, 0.3), 100)[1], ql, gl, 100)["map@100"]
     assert before < 0.8
     assert after > before + 0.2
     assert after == pytest.approx(1.0)
@@ -158,13 +165,13 @@ def test_k_reciprocal_must_help_against_non_reciprocal_distractors():
 
 def test_top_k_larger_than_gallery_and_single_query(data):
     q, g, _, _ = data
-    scores, idx = k_reciprocal(q[:1], g[:30], 5, 3, 0.3, top_k=1000)
+    scores, idx = k_reciprocal(q[:1], g[:30], kp(5, 3, 0.3), 1000)
     assert idx.shape == (1, 30) and sorted(idx[0].tolist()) == list(range(30))
     assert np.all(np.diff(scores[0]) <= 0)
     # the single query alone forms a different joint set than with all queries: check it densely
     final = dense_k_reciprocal(q[:1], g[:30], 5, 3, 0.3)
     np.testing.assert_array_equal(idx, dense_top(final, 30))
-    empty_s, empty_i = k_reciprocal(q[:0], g, 5, 3, 0.3, top_k=10)
+    empty_s, empty_i = k_reciprocal(q[:0], g, kp(5, 3, 0.3), 10)
     assert empty_i.shape == (0, 10) and empty_s.shape == (0, 10)
 
 
@@ -173,7 +180,7 @@ def test_duplicate_vectors_tie_and_match_dense():
     distances and are listed by index; the result still equals the dense algorithm's."""
     q, g, _, _ = clustered(20, 60, dim=8, n_classes=6, seed=7)
     g = np.concatenate([g, g[:10], q[:3]])  # references 60..69 copy 0..9; 70..72 copy queries 0..2
-    scores, idx = k_reciprocal(q, g, 6, 3, 0.3, top_k=len(g))
+    scores, idx = k_reciprocal(q, g, kp(6, 3, 0.3), len(g))
     assert np.isfinite(scores).all()
     final = dense_k_reciprocal(q, g, 6, 3, 0.3)
     np.testing.assert_array_equal(idx, dense_top(final, len(g)))
@@ -190,7 +197,7 @@ def test_many_duplicates_leave_rows_empty_without_nan():
     base = unit(rng.normal(size=(1, 6)))
     g = np.concatenate([np.repeat(base, 30, 0), unit(rng.normal(size=(20, 6)))])
     q = unit(base + 0.01 * rng.normal(size=(3, 6)))
-    scores, idx = k_reciprocal(q, g, 5, 2, 0.3, top_k=50)
+    scores, idx = k_reciprocal(q, g, kp(5, 2, 0.3), 50)
     assert np.isfinite(scores).all()
     final = dense_k_reciprocal(q, g, 5, 2, 0.3)
     np.testing.assert_array_equal(idx, dense_top(final, 50))
@@ -199,6 +206,10 @@ def test_many_duplicates_leave_rows_empty_without_nan():
 def test_bad_arguments(data):
     q, g, _, _ = data
     with pytest.raises(ValueError, match="shapes"):
-        k_reciprocal(q, g[:, :5])
+        k_reciprocal(q, g[:, :5], kp(20, 6, 0.3), 10)
     with pytest.raises(ValueError, match="lambda"):
-        k_reciprocal(q, g, lambda_value=1.5)
+        k_reciprocal(q, g, kp(20, 6, 1.5), 10)
+    with pytest.raises(ValueError, match="k2 >= 1"):
+        k_reciprocal(q, g, kp(20, 0, 0.3), 10)
+    with pytest.raises(ValueError, match="top_k >= 0"):
+        k_reciprocal(q, g, kp(20, 6, 0.3), -1)

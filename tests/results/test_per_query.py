@@ -7,7 +7,8 @@ import pytest
 from retrieval.config import RerankParams
 from retrieval.embed.feature_file import Features
 from retrieval.io import InputError
-from retrieval.rank.rerank import validation_ablation, validation_rankings
+from retrieval.metrics import MAP_K
+from retrieval.rank.chain import validation_ablation, validation_rankings
 from retrieval.results.per_query import AP, COLUMNS, FOLD, P1, QUERY_ID, check_matches_metrics, pool_folds, read_per_query, validation_per_query, write_per_query
 
 
@@ -25,9 +26,9 @@ def fake_valid(n_classes=12, per_class=8, seed=0):
 def test_validation_file_averages_exactly_to_the_final_metrics(tmp_path, steps):
     valid = fake_valid()
     p = RerankParams(steps=steps, diffusion={"k": 5, "query_k": 3})
-    rankings = validation_rankings(valid, p)
-    final = validation_ablation(valid, rankings)["final"]
-    write_per_query(tmp_path / "valid_ap.csv", validation_per_query(valid, rankings["final"]))
+    rankings = validation_rankings(valid, p, MAP_K)
+    final = validation_ablation(valid, rankings, MAP_K)["final"]
+    write_per_query(tmp_path / "valid_ap.csv", validation_per_query(valid, rankings["final"][1]))
     table = read_per_query(tmp_path / "valid_ap.csv", COLUMNS)
     assert list(table.columns) == list(COLUMNS)
     assert table[QUERY_ID].tolist() == valid.ids[valid.roles == "query"].tolist()
