@@ -110,12 +110,12 @@ def main(argv=None) -> int:
                 traceback.print_exc()
     with tempfile.TemporaryDirectory() as tmp:
         names = make_jpegs(Path(tmp), args.images, args.source_size)
-        embed_tta(model, meta, tmp, names[:args.batch], args.size, [1.0], False, args.batch, 0, xp.amp)  # warm-up
+        embed_tta(model, meta, tmp, names[:args.batch], args.size, [1.0], False, args.batch, 0, xp.amp, xp.runtime)  # warm-up
         for w in args.workers:
             for name, (scales, flip) in views.items():
                 key = f"{name}/workers{w}"
                 with Sampler() as s:
-                    _, rate = embed_tta(model, meta, tmp, names, args.size, scales, flip, args.batch, w, xp.amp)
+                    _, rate = embed_tta(model, meta, tmp, names, args.size, scales, flip, args.batch, w, xp.amp, xp.runtime)
                 out["loop"][key] = {"img_per_s": round(rate, 1), **s.summary()}
                 print(f"embedding loop {key}: {rate:.0f} img/s", flush=True)
                 save()

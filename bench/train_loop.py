@@ -82,7 +82,7 @@ def measure_extraction(p, folds, args) -> dict:
     model.to(compute_device())  # as the extract stage places it
     images = fold_parts(folds, 0)[0][IMAGE].tolist()[:args.steps * p.train.batch_size]
     embed = functools.partial(embed_images, model, meta, args.root, images, args.size, xp.batch_size,
-                              False, xp.num_workers, xp.amp)
+                              False, xp.num_workers, xp.amp, True)
     embed()  # warm-up
     return {"img_per_s": embed()[1], "autocast": str(autocast_dtype(xp.amp, compute_device()) or "fp32"),
             "threads": torch.get_num_threads(), "num_workers": loader_workers(xp.num_workers), "batch_size": xp.batch_size}

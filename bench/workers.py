@@ -38,8 +38,8 @@ def measure_extract(args) -> dict:
     model.to(compute_device())  # as the extract stage places it
     images = scan_train(args.root)["image"].tolist()[: args.images]
     xp = p.extract
-    embed_images(model, meta, args.root, images[: xp.batch_size], 224, xp.batch_size, True, args.workers, xp.amp)
-    _, rate = embed_images(model, meta, args.root, images, 224, xp.batch_size, True, args.workers, xp.amp)
+    embed_images(model, meta, args.root, images[: xp.batch_size], 224, xp.batch_size, True, args.workers, xp.amp, True)
+    _, rate = embed_images(model, meta, args.root, images, 224, xp.batch_size, True, args.workers, xp.amp, True)
     return {"img_per_s": rate, "images": len(images)}
 
 

@@ -27,7 +27,7 @@ def test_flip_tta_makes_embeddings_mirror_invariant(tiny_model, tmp_path):
     img = rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
     Image.fromarray(img[:, ::-1]).save(tmp_path / "b.png")
-    run = {"batch_size": 64, "num_workers": 0, "amp": "off"}
+    run = {"batch_size": 64, "num_workers": 0, "amp": "off", "channels_last": True}
     plain, _ = embed_images(m, meta, tmp_path, ["a.png", "b.png"], 40, flip_tta=False, **run)
     tta, _ = embed_images(m, meta, tmp_path, ["a.png", "b.png"], 40, flip_tta=True, **run)
     assert not np.allclose(plain[0], plain[1], atol=1e-3)  # the model itself is not mirror-invariant

@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from retrieval.data.loaders import ImageDataset, SizedViews, eval_images, eval_transform, make_loader
-from retrieval.vectors import l2_normalise
 from retrieval.model.checkpoints import weights_fingerprint
 from retrieval.model.network import EmbeddingModel, autocast_dtype
 from retrieval.resources import keep_freed_memory
 from retrieval.train.distributed import Dist, gather_rows, rank_slice
+from retrieval.vectors import l2_normalise
 
 _SHARDS: contextvars.ContextVar[Dist | None] = contextvars.ContextVar("embedding_shards", default=None)
 
@@ -39,12 +39,12 @@ def sharded_over(d: Dist):
 
 def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str],
                  image_size: int, batch_size: int, flip_tta: bool, num_workers: int,
-                 amp: str = "auto", channels_last: bool = True,
-                 desc: str = "embed") -> tuple[np.ndarray, float]:
+                 amp: str, channels_last: bool, desc: str = "embed") -> tuple[np.ndarray, float]:
     """L2-normalised float32 embeddings of ``images`` (paths relative to ``root``), in order.
 
-    ``batch_size``, ``flip_tta`` and ``num_workers`` have no default here: the caller passes its
-    params' (params.yaml is their one home).
+    ``batch_size``, ``flip_tta``, ``num_workers``, ``amp`` and ``channels_last`` have no default
+    here: the caller passes its params' (params.yaml is their one home; extraction runs
+    channels-last, as :func:`embed_tta` does).
 
     With ``flip_tta`` the embeddings of the image and its mirror are summed, then normalised.
     Returns the embeddings and the images per second of the whole loop.
@@ -54,18 +54,17 @@ def embed_images(model: EmbeddingModel, meta: dict, root: str | Path, images: Se
 
 
 def embed_dataset(model: EmbeddingModel, ds: torch.utils.data.Dataset, batch_size: int, flip_tta: bool,
-                  num_workers: int, amp: str = "auto", channels_last: bool = True,
-                  desc: str = "embed") -> tuple[np.ndarray, float]:
+                  num_workers: int, amp: str, channels_last: bool, desc: str = "embed") -> tuple[np.ndarray, float]:
     """:func:`embed_images` of a dataset whose items are (image tensor, row), such as
     :class:`retrieval.data.loaders.HeldImages`."""
-    (out,), rate = _embed_views(model, ds, 1, batch_size, flip_tta, num_workers, amp, channels_last, desc)
+    (out,), rate = _embed_views(model, ds, 1, batch_size, flip_tta, num_workers, amp, channels_last, desc, "torch")
     return out, rate
 
 
 @torch.inference_mode()
 def _embed_views(model: EmbeddingModel, ds: torch.utils.data.Dataset, n_views: int, batch_size: int,
                  flip_tta: bool, num_workers: int, amp: str, channels_last: bool,
-                 desc: str, runtime: str = "torch") -> tuple[list[np.ndarray], float]:
+                 desc: str, runtime: str) -> tuple[list[np.ndarray], float]:
     """L2-normalised float32 embeddings of each view of a dataset's items, in order: an item is
     (an image tensor, or a list of ``n_views`` of them, e.g. one a size; its row).
     One array per view, and the images per second of the whole loop. ``runtime`` onnxruntime
@@ -128,7 +127,7 @@ def tta_sizes(image_size: int, scales: Sequence[float]) -> list[int]:
 
 def embed_tta(model: EmbeddingModel, meta: dict, root: str | Path, images: Sequence[str], image_size: int,
               scales: Sequence[float], flip_tta: bool, batch_size: int, num_workers: int,
-              amp: str = "auto", desc: str = "embed", runtime: str = "torch") -> tuple[np.ndarray, float]:
+              amp: str, runtime: str, desc: str = "embed") -> tuple[np.ndarray, float]:
     """Multi-scale (and flip) TTA: the L2-normalised sum of :func:`embed_images` at each of
     :func:`tta_sizes`, each image decoded once for all of them; with one scale of 1.0 it is
     :func:`embed_images` itself. Returns the embeddings and the images per second over all scales.

@@ -37,7 +37,7 @@ from retrieval.model.checkpoints import save_members
 from retrieval.model.losses import metric_loss
 from retrieval.model.network import autocast_dtype, build_model, fix_bn_statistics, freeze_stages, set_train_mode
 from retrieval.model.small_maps import use_small_map_convs
-from retrieval.validation_metrics import QUERY_AP, validation_map
+from retrieval.rank.knn import QUERY_AP, validation_map
 from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
@@ -92,7 +92,7 @@ def evaluate(model, images: torch.utils.data.Dataset, valid: pd.DataFrame, batch
     """mAP@k, P@1 and each query's AP@k of the fold's validation queries against its validation
     references (``images``: :func:`validation_images` of ``valid``)."""
     emb, _ = embed_dataset(model, images, batch_size, flip_tta=False, num_workers=num_workers, amp=amp,
-                           desc="validate")
+                           channels_last=True, desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), k, per_query=True)
 
 

