@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     out, emb = {"model": args.model, "fold": args.fold, "images": int(len(valid)), "size": args.size}, {}
     for amp in ("off", "bf16"):
         e, rate = embed_images(model, meta, args.root, valid["image"].tolist(), args.size, 64, True, 1, amp, True)
-        m = retrieval_metrics(knn(e[q], e[~q], 1000)[1], labels[q], labels[~q])
+        m = retrieval_metrics(knn(e[q], e[~q], 1000)[1], labels[q], labels[~q], 1000)
         emb[amp] = e
         out[amp] = {"img_per_s": round(rate, 1), "map@1000": round(m["map@1000"], 4), "p@1": round(m["p@1"], 4)}
         print(f"{amp:5s} {rate:6.1f} img/s  val mAP@1000 {m['map@1000']:.4f}  P@1 {m['p@1']:.4f}", flush=True)

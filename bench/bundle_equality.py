@@ -11,7 +11,7 @@ data.root:
   (torch, with the run's extract.amp: bf16 on a CPU with AVX-512 BF16 under ``auto``), and on the
   first ``--fp32-queries`` against torch fp32 (amp off): smallest and mean cosine;
 - the bundle's top ``--top`` against the pipeline's ranking with the same online steps: each
-  fold's :func:`retrieval.rank.rerank.rank` with steps [dba, qe] (those of rerank.steps) on the
+  fold's :func:`retrieval.rank.chain.rank` with steps [dba, qe] (those of rerank.steps) on the
   run's query features, the folds fused as the ensemble fuses them: the share of queries whose
   top ``--top`` ids are the same, in the same order (and as sets); and the same share with the
   first ``--fp32-queries`` queries embedded by torch in fp32 (the references as the run made them).
@@ -40,7 +40,7 @@ from retrieval.embed.tta import embed_tta  # noqa: E402
 from retrieval.embed.whitening import load_whitening  # noqa: E402
 from retrieval.model.checkpoints import models_from_checkpoint  # noqa: E402
 from retrieval.rank.fold_fusion import fuse_rankings  # noqa: E402
-from retrieval.rank.rerank import rank  # noqa: E402
+from retrieval.rank.chain import rank  # noqa: E402
 from retrieval.resources import set_threads  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from retrieval.model.checkpoints import save_members
 from retrieval.model.losses import metric_loss
 from retrieval.model.network import autocast_dtype, build_model, fix_bn_statistics, freeze_stages, set_train_mode
 from retrieval.model.small_maps import use_small_map_convs
-from retrieval.rank.knn import QUERY_AP, validation_map
+from retrieval.validation_metrics import QUERY_AP, validation_map
 from retrieval.results.bootstrap import bootstrap_means
 from retrieval.train.distributed import Dist, all_sum, barrier, broadcast
 from retrieval.train.interrupts import Interrupts, interrupt_main_process_only
