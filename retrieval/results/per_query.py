@@ -35,14 +35,15 @@ def per_query_frame(query_ids: Sequence[str], labels: Sequence[str], ap: np.ndar
 
 
 def ranking_per_query(ranked: np.ndarray, query_ids: Sequence[str], query_labels: Sequence[str],
-                      ref_labels: Sequence[str], k: int = 1000) -> pd.DataFrame:
+                      ref_labels: Sequence[str], k: int) -> pd.DataFrame:
     """The per-query table of a ranking ``[Q, K]`` of reference indices
-    (:func:`retrieval.metrics.per_query_metrics`); its means are that ranking's mAP@k and P@1."""
+    (:func:`retrieval.metrics.per_query_metrics`); its means are that ranking's mAP@k and P@1 (``k``: the
+    cut-off, :data:`retrieval.metrics.MAP_K` for the pipeline's mAP)."""
     ap, first_hit = per_query_metrics(ranked, query_labels, ref_labels, k)
     return per_query_frame(query_ids, query_labels, ap, first_hit)
 
 
-def validation_per_query(valid, ranked: np.ndarray, k: int = 1000) -> pd.DataFrame:
+def validation_per_query(valid, ranked: np.ndarray, k: int) -> pd.DataFrame:
     """The per-query table of a validation ranking: ``valid`` is a :class:`retrieval.embed.feature_file.Features`
     with labels and roles, ``ranked`` ranks its ``reference`` rows for its ``query`` rows, in file order
     (as :func:`retrieval.rank.chain.validation_rankings` does)."""

@@ -206,7 +206,7 @@ def _read_labels(path: Path) -> dict[str, str]:
 
 
 def score_submission(rankings: Mapping[str, Sequence[str]], query_labels: Mapping[str, str],
-                     ref_labels: Mapping[str, str], k: int = 1000) -> dict:
+                     ref_labels: Mapping[str, str], k: int) -> dict:
     """``{"map@<k>", "p@1", "n_queries"}`` of ``rankings`` against the truth labels.
 
     Every truth query must be ranked and every ranked reference must be a truth reference
@@ -217,7 +217,7 @@ def score_submission(rankings: Mapping[str, Sequence[str]], query_labels: Mappin
 
 
 def truth_ranking(rankings: Mapping[str, Sequence[str]], query_labels: Mapping[str, str],
-                  ref_labels: Mapping[str, str], k: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ref_labels: Mapping[str, str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ranked, query_label_array, ref_label_array)`` of ``rankings``, validated as in
     :func:`score_submission`: ``[Q, <=k]`` reference indices (``-1`` = padding), rows in the
     truth's query order, columns indexing the truth's references in their order.

@@ -28,7 +28,7 @@ def test_validation_file_averages_exactly_to_the_final_metrics(tmp_path, steps):
     p = RerankParams(steps=steps, diffusion={"k": 5, "query_k": 3})
     rankings = validation_rankings(valid, p, MAP_K)
     final = validation_ablation(valid, rankings, MAP_K)["final"]
-    write_per_query(tmp_path / "valid_ap.csv", validation_per_query(valid, rankings["final"][1]))
+    write_per_query(tmp_path / "valid_ap.csv", validation_per_query(valid, rankings["final"][1], MAP_K))
     table = read_per_query(tmp_path / "valid_ap.csv", COLUMNS)
     assert list(table.columns) == list(COLUMNS)
     assert table[QUERY_ID].tolist() == valid.ids[valid.roles == "query"].tolist()

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from retrieval.io import InputError
+from retrieval.metrics import MAP_K
 from retrieval.results.per_query import AP, COLUMNS, LABEL, P1, QUERY_ID, read_per_query
 from retrieval.results.submission import HEADER, SubmissionError, read_submission, read_truth, score_submission, validate, write_submission
 from stages import score
@@ -124,14 +125,14 @@ def test_read_truth_and_its_refusals(tmp_path):
 
 def test_score_submission_golden_and_truth_checks():
     queries, refs = dict(TRUTH_QUERIES), dict(TRUTH_REFS)
-    m = score_submission(RANKINGS, queries, refs)
+    m = score_submission(RANKINGS, queries, refs, MAP_K)
     assert m == pytest.approx({"map@1000": GOLDEN_MAP, "p@1": GOLDEN_P1, "n_queries": 3})
     # k=1 keeps one rank: q1 -> 1 / min(3, 1) = 1; others 0
     assert score_submission(RANKINGS, queries, refs, k=1)["map@1"] == pytest.approx(1 / 3)
     with pytest.raises(SubmissionError, match="query 'q3' is missing"):
-        score_submission({"q1": [], "q2": []}, queries, refs)
+        score_submission({"q1": [], "q2": []}, queries, refs, MAP_K)
     with pytest.raises(SubmissionError, match="unknown reference 'r9'"):
-        score_submission({**RANKINGS, "q2": ["r9"]}, queries, refs)
+        score_submission({**RANKINGS, "q2": ["r9"]}, queries, refs, MAP_K)
 
 
 def scored_files(tmp_path) -> list[str]:
