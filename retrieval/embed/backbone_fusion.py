@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.vectors import l2_normalise
 from retrieval.metrics import MAP, P1
 from retrieval.validation_metrics import validation_map
+from retrieval.vectors import l2_normalise
 
 
 def normalise_weights(weights: Sequence[float], n: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.vectors import l2_normalise
 from retrieval.io import UNREADABLE_NPZ, InputError, save_npz
+from retrieval.vectors import l2_normalise
 
 
 def fit_pca_whitening(x: np.ndarray, dim: int, shrink: float = 1e-3, *,
