@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from retrieval.bundle.embedder import embed_folds
 from retrieval.bundle.layout import PARAMS, REFERENCES, SETTINGS, THUMBNAILS, WHITENING, Parts, load_arrays, write_bundle
 from retrieval.bundle.manifest import check_manifest
 from retrieval.bundle.preprocess import image_array
@@ -102,7 +103,7 @@ def add_references(path: str | Path, ids: Sequence[str], images: Sequence[Image.
         if not ids:
             return parts
         bundle = Bundle.open(path, threads=None)
-        new = {fold: model.embed(arrays) for fold, model in bundle.models.items()}
+        new = embed_folds(bundle.models, arrays)
         raw = {fold: np.concatenate([parts.raw[fold], new[fold]]) for fold in parts.raw}
         thumbs = list(parts.thumbnails) + [(i, thumbnail_jpeg(a)) for i, a in zip(ids, arrays)]
         return Parts(parts.settings, parts.params, parts.models, parts.whitenings, parts.ids + ids, raw, thumbs)

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from retrieval.bundle.embedder import FoldModel, Member
+from retrieval.bundle.embedder import FoldModel, Member, embed_folds
 from retrieval.bundle.onnx_model import onnx_session
 from retrieval.bundle.layout import REFERENCES, SETTINGS, THUMBNAILS, WHITENING, index_file, load_arrays
 from retrieval.bundle.manifest import check_manifest
@@ -95,7 +95,7 @@ class Bundle:
     def embed(self, images: Sequence[Image.Image]) -> dict[int, np.ndarray]:
         """Each fold's [N, D] embedding of the images (after its whitening and member fusion)."""
         arrays = [image_array(im, f"image {i}") for i, im in enumerate(images)]
-        return {fold: model.embed(arrays) for fold, model in self.models.items()}
+        return embed_folds(self.models, arrays)
 
     def fold_ranking(self, fold: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One fold's top-``k`` (scores, indices) of embedded queries, after alpha-QE if the
