@@ -8,8 +8,9 @@
   key's meaning), in their order.
 * Tables: in ``README.md``, ``docs/*.md`` and ``bench/README.md``, the text between a line
   ``<!-- table: NAME -->`` and the next ``<!-- /table -->`` is replaced by table NAME (one of
-  ``TABLES``, or ``result:FILE``), built from the JSON files under ``bench/results/``; nothing
-  outside the markers changes.
+  ``TABLES``, or ``result:FILE``), built from the JSON files under ``bench/results/``, or
+  ``params:KEY,KEY,...``: those keys' rows of docs/params.md (a document's own table of the keys
+  it names, so no key is described twice); nothing outside the markers changes.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from retrieval.params.fields import is_off  # noqa: E402
 
 PARAMS_MD = ROOT / "docs/params.md"
 MARKED = ("README.md", "docs/*.md", "bench/README.md")
-BLOCK = re.compile(r"^(<!-- table: ([\w.:/-]+) -->\n)(.*?)(^<!-- /table -->$)", re.M | re.S)
+BLOCK = re.compile(r"^(<!-- table: ([\w.:/,-]+) -->\n)(.*?)(^<!-- /table -->$)", re.M | re.S)
 
 
 OFF_ROWS = ("Off at these defaults: research knobs and switches that do nothing as shipped "
@@ -93,15 +94,28 @@ def params_md() -> str:
     return "\n".join(lines)
 
 
+def params_table(keys: list[str]) -> str:
+    """The rows of docs/params.md for ``keys`` (``params:seed,train.lr``), in that order: a
+    document's table of the keys it names, from their one description."""
+    rows = {k: (d, m) for _, _, section in sections() for k, d, m, _ in section}
+    unknown = [k for k in keys if k not in rows]
+    if unknown:
+        raise ValueError(f"not a params key: {', '.join(unknown)}")
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    return "\n".join(lines + [f"| `{k}` | `{cell(rows[k][0])}` | {cell(rows[k][1])} |" for k in keys]) + "\n"
+
+
 def fill(text: str, source: str, doc_dir: Path = ROOT) -> str:
     """``text`` with every marked table rebuilt; an unknown table name is refused."""
     def one(m: re.Match) -> str:
         name = m.group(2)
         try:
-            return m.group(1) + render(name, doc_dir) + m.group(4)
+            table = params_table(name.removeprefix("params:").split(",")) if name.startswith("params:") \
+                else render(name, doc_dir)
+            return m.group(1) + table + m.group(4)
         except KeyError:
             raise ValueError(f"{source}: unknown table {name!r} (known: {', '.join(sorted(TABLES))}, "
-                             "result:FILE)") from None
+                             "result:FILE, params:KEY,KEY...)") from None
         except (OSError, ValueError) as err:
             raise ValueError(f"{source}: table {name}: {err}") from None
     opened = len(re.findall(r"^<!-- table: ", text, re.M))

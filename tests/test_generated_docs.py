@@ -152,3 +152,13 @@ def test_keys_off_at_their_defaults_are_listed_apart():
     assert train.index("| `train.epochs` |") < off < train.index("| `train.layer_decay` |")
     assert "| `train.neck_lr_scale` |" not in text  # removed: unmeasured, and lr with backbone_lr_scale did its job
     assert f"({build.OFF_SECTION})" in text[text.index("## rerank.kreciprocal\n"):]
+
+
+def test_a_params_table_takes_the_keys_rows_from_their_one_description():
+    text = "<!-- table: params:train.lr,seed -->\nstale\n<!-- /table -->\n"
+    out = build.fill(text, "README.md")
+    rows = out.splitlines()[3:5]
+    assert rows[0].startswith("| `train.lr` | `0.0001` | AdamW base learning rate")
+    assert rows[1] == "| `seed` | `42` | " + Params.model_fields["seed"].description + " |"
+    with pytest.raises(ValueError, match="README.md: table params:train.lrr: not a params key: train.lrr"):
+        build.fill("<!-- table: params:train.lrr -->\n<!-- /table -->\n", "README.md")
