@@ -21,6 +21,13 @@ Queries: the images in ``--images`` (sorted, read into memory once), uploaded in
   ``searches_per_s`` (``--n`` / the wall time of the whole step); ``rss_after_mb`` and
   ``rss_growth`` = after / before - 1 (the target: within 0.10).
 
+With ``--extract-result`` (a JSON of ``bench/extract_stage.py``, run with the same TTA on the
+same machine), ``vs_extract`` compares ``searches_per_s`` with the extract stage's images per
+second of each runtime: ``searches_per_image``, their plain ratio, and ``fold_embeddings_per_image``,
+the same with each search counted as the bundle's F folds' embeddings of its image (the extract
+stage embeds an image with one fold's model; a search, with all F): the work of a search is F
+times an extracted image's, so the plain ratio cannot pass 1 / F.
+
 The figures are those of this machine as it was: say when it was shared.
 
 Without a trained pipeline's bundle, ``--make-bundle DATA_ROOT`` first writes one of the same
@@ -87,13 +94,18 @@ def serving(bundle: Path, max_upload_mb: float = 20, launch: list[str] | None = 
                 time.sleep(0.2)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
         log.close()
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """End ``proc``: SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def rss_mb(pid: int) -> float:
@@ -159,6 +171,15 @@ def read_queries(folder: Path, limit: int) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in files]
 
 
+def vs_extract(extract: dict, searches_per_s: float, folds: int, source: str) -> dict:
+    """``searches_per_s`` against the extract stage's images per second of each runtime (the
+    module's docstring says how)."""
+    rates = extract["stage_img_per_s"]
+    return {"extract_result": source, "extract_stage_img_per_s": rates, "folds": folds,
+            "searches_per_image": {r: round(searches_per_s / v, 3) for r, v in rates.items()},
+            "fold_embeddings_per_image": {r: round(searches_per_s * folds / v, 3) for r, v in rates.items()}}
+
+
 def make_bundle(params_path: Path, data_root: Path, out: Path, seed: int = 0) -> None:
     """Write the untrained bundle of the module's docstring to ``out`` (needs torch)."""
     import torch
@@ -200,6 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-queries", type=int, default=500, help="distinct query images read, at most")
     ap.add_argument("--make-bundle", type=Path, metavar="DATA_ROOT", help="first write an untrained bundle of DATA_ROOT")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="with --make-bundle: its params")
+    ap.add_argument("--extract-result", type=Path, help="bench/extract_stage.py's JSON: compare with its images/s")
     args = ap.parse_args(argv)
     if args.make_bundle:
         start = time.perf_counter()
@@ -226,6 +248,9 @@ def main(argv=None) -> int:
               "searches_per_s": round(args.n / wall, 2), "rss_before_mb": round(rss_before, 1),
               "rss_after_mb": round(rss_after, 1), "rss_growth": round(rss_after / rss_before - 1, 4),
               "tta": {k: settings.get(k) for k in ("tta_sizes", "flip_tta", "image_size", "scales") if k in settings}}
+    if args.extract_result:
+        result["vs_extract"] = vs_extract(json.loads(args.extract_result.read_text()), result["searches_per_s"],
+                                          result["folds"], str(args.extract_result))
     save_result(args.out, result)
     print(json.dumps(result, indent=1))
     return 0

@@ -6,10 +6,11 @@ Serves  on ``--host`` (default 127.0.0.1: this machine only) and ``--port`` (def
         ``POST /references`` (multipart ``image`` + ``id``), ``DELETE /references/{id}``: change
         the bundle on disk; ``GET /references/{id}/thumbnail``; ``GET /health``
 Refuses a request body over ``--max-upload-mb`` (default 20) with 413
-Runs    at most ``--concurrent-searches`` searches at once (default 1: one uses every core)
+Runs    at most ``--concurrent-searches`` searches at once (default 2: one's forwards use every
+        core, the other's decoding and ranking run meanwhile)
 
     python -m stages.serve --bundle outputs/bundle [--host 127.0.0.1] [--port 8000] [--max-upload-mb 20]
-                           [--concurrent-searches 1]
+                           [--concurrent-searches 2]
 """
 from __future__ import annotations
 

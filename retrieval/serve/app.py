@@ -28,9 +28,10 @@ from retrieval.io import InputError
 from retrieval.serve.limits import BodyLimit
 
 DEFAULT_K = 10
-# searches run at once: a search already spreads over every usable core (ONNX Runtime's threads);
-# more at once only share them, with one more set of buffers each (memory grows with the number)
-CONCURRENT_SEARCHES = 1
+# searches run at once: a search's forwards already spread over every usable core (the ONNX pool,
+# retrieval.bundle.onnx_model); a second one at once runs its serial steps (decoding, resizing,
+# faiss, fusion) while the first's forwards hold the pool; more only queue, each with its buffers
+CONCURRENT_SEARCHES = 2
 PAGE = Path(__file__).with_name("page.html")
 
 

@@ -13,6 +13,8 @@ from typing import Iterator
 
 import websocket
 
+from bench.serve import stop
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -85,9 +87,4 @@ def chromium(profile: Path) -> Iterator[Page]:
     finally:
         if page is not None:
             page.ws.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
