@@ -191,10 +191,11 @@ def drop_undecodable(table: pd.DataFrame, root: str | Path) -> tuple[pd.DataFram
 
 
 def check_test_images(root: str | Path, query: pd.DataFrame, reference: pd.DataFrame,
-                      bad_query: str = "error") -> list[str]:
+                      bad_query: str) -> list[str]:
     """Decode every test image. An undecodable reference is an error (a submission may only name
     references that exist and were ranked); an undecodable query is an error too, unless
-    ``bad_query == "empty"``: then its id is returned, for an empty ranking, and logged.
+    ``bad_query`` (extract.bad_query) is ``"empty"``: then its id is returned, for an empty
+    ranking, and logged.
     """
     bad_refs = check_images(root, reference["image"].tolist())
     if bad_refs:

@@ -157,8 +157,14 @@ class PKSampler(MPerClassSampler):
             c_f.NUMPY_RANDOM = saved
 
 
+# The generator seed of a loader whose caller has none (an unshuffled embedding loader): a loader
+# always has a generator of its own, since one without draws its workers' seeds from torch's
+# global generator, and so shifts every later draw of training. Not a params key.
+UNSEEDED_LOADER = 0
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, shuffle: bool, num_workers: int | str,
-                seed: int = 0, drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
+                seed: int = UNSEEDED_LOADER, drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
     """A DataLoader of ``dataset``; ``num_workers`` a count or ``auto`` (:func:`retrieval.resources.loader_workers`)."""
     num_workers = loader_workers(num_workers)
     generator = torch.Generator().manual_seed(seed)

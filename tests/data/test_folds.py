@@ -2,7 +2,9 @@
 import pandas as pd
 import pytest
 
-from retrieval.data.folds import assign_folds, make_folds, query_count
+from retrieval.data.folds import (COLUMNS, assign_folds, check_fold_validates, fold_parts, fold_summary, make_folds,
+                                    query_count, read_folds, write_folds)
+from retrieval.io import InputError
 
 
 def table(sizes: dict[str, int]) -> pd.DataFrame:
@@ -60,3 +62,41 @@ def test_deterministic_and_seed_dependent():
 def test_too_few_classes():
     with pytest.raises(ValueError, match="cannot fill"):
         make_folds(table({"a": 3, "b": 3}), 3, 0.45, seed=0)
+
+
+def test_fold_summary_golden():
+    folds = make_folds(table({"a": 4, "b": 2, "c": 1}), 2, 0.5, seed=0)
+    # a (4 images) alone in one fold; b and c (3 images) in the other
+    fa, fb = int(folds.loc[folds["label"] == "a", "fold"].iloc[0]), int(folds.loc[folds["label"] == "b", "fold"].iloc[0])
+    assert fold_summary(folds) == {f"fold{fa}": {"classes": 1, "images": 4, "queries": 2, "references": 2},
+                                   f"fold{fb}": {"classes": 2, "images": 3, "queries": 1, "references": 2}}
+
+
+def test_folds_csv_round_trip_keeps_strings_verbatim(tmp_path):
+    t = pd.DataFrame({"image": ["train/NA/001.jpg", "train/NA/002.jpg", "train/null/1.0.jpg", "train/null/x.jpg"],
+                      "id": ["NA/001", "NA/002", "null/1.0", "null/x"], "label": ["NA", "NA", "null", "null"]})
+    folds = make_folds(t, 2, 0.5, seed=0)
+    write_folds(tmp_path / "folds.csv", folds)
+    back = read_folds(tmp_path / "folds.csv")
+    pd.testing.assert_frame_equal(back, folds)
+    assert list(back.columns) == list(COLUMNS) and set(back["label"]) == {"NA", "null"}
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
+
+
+def test_fold_parts_are_the_other_folds_and_this_one():
+    folds = make_folds(table({f"c{i}": 3 for i in range(6)}), 3, 0.45, seed=2)
+    for f in range(3):
+        train, valid = fold_parts(folds, f)
+        assert set(valid["fold"]) == {f} and f not in set(train["fold"])
+        assert len(train) + len(valid) == len(folds)
+        assert list(train.index) == list(range(len(train))) and list(valid.index) == list(range(len(valid)))
+        assert not set(train["label"]) & set(valid["label"])
+
+
+def test_a_fold_validating_on_one_class_is_refused():
+    folds = make_folds(table({"a": 6, "b": 3, "c": 3}), 2, 0.45, seed=0)  # a alone in its fold
+    alone = int(folds.loc[folds["label"] == "a", "fold"].iloc[0])
+    with pytest.raises(InputError, match=rf"^fold {alone} validates on 1 class \(a\): every reference is relevant "
+                                         r"to every query, so its mAP@1000 is 1.0 whatever the model; my hint$"):
+        check_fold_validates(folds, alone, "my hint")
+    check_fold_validates(folds, 1 - alone)  # two classes: fine
