@@ -73,30 +73,45 @@ def search_images(images: Sequence[Path], params: Params, model_pattern: str, re
     """
     scores, indices, ref_ids = [], [], None
     for fold in params.cv.folds:
-        refs = load_features(reference_pattern.format(fold=fold))
+        paths = {"model": model_pattern.format(fold=fold), "reference": reference_pattern.format(fold=fold),
+                 "whitening": whitening_pattern.format(fold=fold)}
+        refs, models, whitenings = _fold_files(paths)
         if ref_ids is not None and not np.array_equal(refs.ids, ref_ids):
-            raise InputError(f"{reference_pattern.format(fold=fold)}: reference ids differ between folds")
+            raise InputError(f"{paths['reference']}: reference ids differ between folds")
         ref_ids = refs.ids
-        models = models_from_checkpoint(model_pattern.format(fold=fold))
-        check_made_by(refs, reference_pattern.format(fold=fold), model_fingerprint(models), model_pattern.format(fold=fold))
-        whitenings = load_whitening(whitening_pattern.format(fold=fold))
-        if len(whitenings) != len(models):
-            raise InputError(f"{whitening_pattern.format(fold=fold)}: {len(whitenings)} whitenings for "
-                             f"{len(models)} backbones in {model_pattern.format(fold=fold)}; re-run extract")
-
-        def embed(member: tuple) -> np.ndarray:
-            model, meta = member
-            return embed_tta(model, meta, "/", [str(p.resolve()) for p in images], refs.meta["image_size"],
-                             refs.meta.get("scales", [1.0]), refs.meta["flip_tta"], params.extract.batch_size,
-                             num_workers=0, amp=refs.meta.get("amp", "auto"),
-                             runtime=refs.meta.get("runtime", "torch"),
-                             desc=f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else ""))[0]
-        emb = embed_members(models, whitenings, refs.meta.get("member_weights", [1.0] * len(models)), embed)
+        emb = _embed_new(images, models, whitenings, refs.meta, params.extract.batch_size, fold)
         if emb.shape[1] != refs.embeddings.shape[1]:
-            raise InputError(f"{reference_pattern.format(fold=fold)}: {refs.embeddings.shape[1]}-d references, "
+            raise InputError(f"{paths['reference']}: {refs.embeddings.shape[1]}-d references, "
                              f"but the model and whitening give {emb.shape[1]}-d embeddings")
         s, i = rank(emb, refs.embeddings, params.rerank, max(top, params.rerank.k))
         scores.append(s)
         indices.append(i)
     fused_s, fused_i = fuse_rankings(scores, indices, len(ref_ids), top, params.ensemble.fold_weights)
     return ref_ids, fused_s, fused_i
+
+
+def _fold_files(paths: dict[str, str]) -> tuple:
+    """A fold's reference features, its models (refused unless they made those features) and
+    their whitenings (one per backbone)."""
+    refs = load_features(paths["reference"])
+    models = models_from_checkpoint(paths["model"])
+    check_made_by(refs, paths["reference"], model_fingerprint(models), paths["model"])
+    whitenings = load_whitening(paths["whitening"])
+    if len(whitenings) != len(models):
+        raise InputError(f"{paths['whitening']}: {len(whitenings)} whitenings for {len(models)} backbones in "
+                         f"{paths['model']}; re-run extract")
+    return refs, models, whitenings
+
+
+def _embed_new(images: Sequence[Path], models: list, whitenings: list, made: dict, batch_size: int,
+               fold: int) -> np.ndarray:
+    """The images' fused embedding by a fold's models, made as the fold's reference features were
+    (``made``: their meta, which records the TTA, precision, runtime and member weights)."""
+    files = [str(p.resolve()) for p in images]
+
+    def embed(member: tuple) -> np.ndarray:
+        model, meta = member
+        desc = f"embed fold {fold}" + (f" {meta['backbone']}" if len(models) > 1 else "")
+        return embed_tta(model, meta, "/", files, made["image_size"], made["scales"], made["flip_tta"], batch_size,
+                         0, made["amp"], made.get("runtime", "torch"), desc)[0]  # extract records runtime unless torch
+    return embed_members(models, whitenings, made["member_weights"], embed)
