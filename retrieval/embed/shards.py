@@ -42,31 +42,10 @@ def embed_sharded(embed: Callable[[list[str]], np.ndarray], images: Sequence[str
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    work = Path(work)
-    images = list(images)
+    work, images = Path(work), list(images)
     n, n_shards = len(images), -(-len(images) // shard_size)
     manifest_path, progress_path, matrix_path = work / "manifest.json", work / "progress.json", work / "embeddings.npy"
-    done, matrix = 0, None
-    if manifest_path.is_file() and progress_path.is_file() and matrix_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            done = int(json.loads(progress_path.read_text())["shards"])
-            if manifest.get("key") != key or manifest.get("n") != n or manifest.get("shard_size") != shard_size:
-                log.warning("%s: sharded work of other images, model or params; starting afresh", work)
-                done = 0
-            else:
-                matrix = np.load(matrix_path, mmap_mode="r+")
-                if matrix.shape[0] != n:
-                    raise ValueError(f"{matrix.shape[0]} rows for {n} images")
-                log.info("%s: resuming after %d of %d shards", work, done, n_shards)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-            log.warning("%s: unreadable sharded work (%s); starting afresh", work, err)
-            done, matrix = 0, None
-    if matrix is None:
-        done = 0
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
+    done, matrix = _resumed(work, key, n, shard_size)
     bar = tqdm(total=n, initial=min(done * shard_size, n), desc=desc, unit="img", disable=None, leave=False)
     for s in range(done, n_shards):
         a, b = s * shard_size, min(n, (s + 1) * shard_size)
@@ -85,3 +64,35 @@ def embed_sharded(embed: Callable[[list[str]], np.ndarray], images: Sequence[str
         return np.zeros((0, 0), np.float32)
     del matrix
     return np.load(matrix_path, mmap_mode="r")
+
+
+def _resumed(work: Path, key: str, n: int, shard_size: int) -> tuple[int, np.memmap | None]:
+    """The shards ``work`` already holds of this work (same key, images and shard size) and its
+    matrix; or ``(0, None)`` with ``work`` emptied, for other or unreadable work."""
+    try:
+        done, matrix = _finished_shards(work, key, n, shard_size)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        log.warning("%s: unreadable sharded work (%s); starting afresh", work, err)
+        done, matrix = 0, None
+    if matrix is None:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        return 0, None
+    log.info("%s: resuming after %d of %d shards", work, done, -(-n // shard_size))
+    return done, matrix
+
+
+def _finished_shards(work: Path, key: str, n: int, shard_size: int) -> tuple[int, np.memmap | None]:
+    files = work / "manifest.json", work / "progress.json", work / "embeddings.npy"
+    if not all(f.is_file() for f in files):
+        return 0, None
+    manifest = json.loads(files[0].read_text())
+    done = int(json.loads(files[1].read_text())["shards"])
+    if manifest.get("key") != key or manifest.get("n") != n or manifest.get("shard_size") != shard_size:
+        log.warning("%s: sharded work of other images, model or params; starting afresh", work)
+        return 0, None
+    matrix = np.load(files[2], mmap_mode="r+")
+    if matrix.shape[0] != n:
+        raise ValueError(f"{matrix.shape[0]} rows for {n} images")
+    return done, matrix
