@@ -13,15 +13,7 @@ from retrieval.rank.kreciprocal import k_reciprocal
 from retrieval.rank.expansion import alpha_qe, dba
 from retrieval.rank.knn import knn
 
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    return unit(rng.normal(size=(30, 8))), unit(rng.normal(size=(50, 8)))
+from rank_vectors import unit
 
 
 def map_of(q, db, labels, p, steps):

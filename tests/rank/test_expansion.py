@@ -4,15 +4,7 @@ import pytest
 
 from retrieval.rank.expansion import alpha_qe, dba, expand
 
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    return unit(rng.normal(size=(30, 8))), unit(rng.normal(size=(50, 8)))
+from rank_vectors import unit
 
 
 def naive_qe(q, d, k, alpha):

@@ -7,15 +7,7 @@ from retrieval.config import IndexParams, parse_params
 from retrieval.io import InputError
 from retrieval.rank.knn import build_index, exact_knn, knn, search_index
 
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    return unit(rng.normal(size=(30, 8))), unit(rng.normal(size=(50, 8)))
+from rank_vectors import unit
 
 
 def naive_knn(q, d, k):
