@@ -146,22 +146,26 @@ def read_submission(path: str | os.PathLike) -> dict[str, list[str]]:
     rankings: dict[str, list[str]] = {}
     first_row: dict[str, int] = {}
     for row in rows:
-        if not row:
-            continue
-        line = rows.line_num
-        if len(row) != 2:
-            raise SubmissionError(f"{path}: row {line}: expected 2 fields (query_id,reference_ids), got {len(row)}")
-        qid = row[0].strip()
-        if not qid:
-            raise SubmissionError(f"{path}: row {line}: empty query id")
-        if qid in first_row:
-            raise SubmissionError(f"{path}: query {qid!r} appears in rows {first_row[qid]} and {line}")
-        first_row[qid] = line
-        if "," in row[1]:  # a quoted field of comma-joined ids: one unknown id thousands of characters long
-            raise SubmissionError(f"{path}: row {line}: reference ids are separated by spaces, not commas: "
-                                  f"{_cut(row[1])}")
-        rankings[qid] = row[1].split()
+        if row:
+            qid, ids = _submission_row(path, row, rows.line_num, first_row)
+            rankings[qid] = ids
     return rankings
+
+
+def _submission_row(path: Path, row: list[str], line: int, first_row: dict[str, int]) -> tuple[str, list[str]]:
+    """One submission row's query id and reference ids; ``first_row``: each query id's row so far."""
+    if len(row) != 2:
+        raise SubmissionError(f"{path}: row {line}: expected 2 fields (query_id,reference_ids), got {len(row)}")
+    qid = row[0].strip()
+    if not qid:
+        raise SubmissionError(f"{path}: row {line}: empty query id")
+    if qid in first_row:
+        raise SubmissionError(f"{path}: query {qid!r} appears in rows {first_row[qid]} and {line}")
+    first_row[qid] = line
+    if "," in row[1]:  # a quoted field of comma-joined ids: one unknown id thousands of characters long
+        raise SubmissionError(f"{path}: row {line}: reference ids are separated by spaces, not commas: "
+                              f"{_cut(row[1])}")
+    return qid, row[1].split()
 
 
 def read_truth(directory: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
