@@ -141,12 +141,8 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
     backbones = [meta["backbone"] for _, meta in models]
     weights, chosen, table = _weights(xp, fold, backbones, blocks["valid"], valid)
     info = {"fold": fold, "backbone": "+".join(backbones), "model_fingerprint": model_fingerprint(models),
-            "data_listing": data_listing,
-            "members": [{"backbone": b, "dim": dim} for b, dim in zip(backbones, dims)],
-            "member_weights": weights, "image_size": xp.image_size, "flip_tta": xp.flip_tta,
-            "scales": list(xp.scales), "amp": xp.amp, **_runtime(xp),
-            # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
-            "whiten_dim": dims[0] if whitenings[0] is not None else 0, "whiten_power": xp.whiten_power}
+            "data_listing": data_listing, **_made_with(xp, backbones, dims, whitenings[0] is not None),
+            "member_weights": weights}
     feats = {name: Features(df[ID], concat_weighted(blocks[name], weights), df.get(LABEL), df.get(ROLE),
                             {**info, **({"empty_queries": empty} if name == "query" else {})})
              for name, df in sets.items()}
@@ -154,7 +150,21 @@ def extract_fold(xp: ExtractParams, root: str, folds: pd.DataFrame, fold: int, m
                "img_per_s": {k: round(v, 2) for k, v in rates.items()}}
     if len(models) > 1:
         metrics.update(member_weights=dict(zip(backbones, weights)), member_weights_chosen_by=chosen,
-                       member_weight_candidates=table, **{f"valid_{MAP}_by_member": {
-                           b: validation_map(block, valid[ROLE].to_numpy(), valid[LABEL].to_numpy())[MAP]
-                           for b, block in zip(backbones, blocks["valid"])}})
+                       member_weight_candidates=table, **_member_maps(backbones, blocks["valid"], valid))
     return feats, list(whitenings), metrics
+
+
+def _made_with(xp: ExtractParams, backbones: list[str], dims: list[int], whitened: bool) -> dict:
+    """The extract settings a feature file's meta records (its fingerprint covers them)."""
+    return {"members": [{"backbone": b, "dim": dim} for b, dim in zip(backbones, dims)],
+            "image_size": xp.image_size, "flip_tta": xp.flip_tta, "scales": list(xp.scales), "amp": xp.amp,
+            **_runtime(xp),
+            # every backbone's whitening has the same (capped) dimension: one embedding_dim, one sample
+            "whiten_dim": dims[0] if whitened else 0, "whiten_power": xp.whiten_power}
+
+
+def _member_maps(backbones: list[str], valid_blocks: list[np.ndarray], valid: pd.DataFrame) -> dict:
+    """Each backbone's validation cosine mAP@1000 alone, for the metrics."""
+    roles, labels = valid[ROLE].to_numpy(), valid[LABEL].to_numpy()
+    return {f"valid_{MAP}_by_member": {b: validation_map(block, roles, labels)[MAP]
+                                       for b, block in zip(backbones, valid_blocks)}}
