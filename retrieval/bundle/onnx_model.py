@@ -13,6 +13,7 @@ extract batch's pieces, keep every core busy (and a busy machine's stalls hit on
 from __future__ import annotations
 
 import io
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,9 @@ INPUT, OUTPUT = "image", "embedding"  # the exported graph's input and output na
 OPSET = 17
 PIECE_ROWS = 8  # rows of a batch run together at most: small pieces stay in cache (no faster per image in bigger ones)
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # workers -> the process's pool of that many threads, shared by every session
+# (process id, workers) -> the process's pool of that many threads, shared by every session (keyed
+# by the pid too: a forked child inherits the dict, not the threads)
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -48,10 +51,11 @@ def onnx_bytes(model, size: int = 64) -> bytes:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), workers)
     with _POOLS_LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="onnx")
-        return _POOLS[workers]
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="onnx")
+        return _POOLS[key]
 
 
 class ParallelSession:

@@ -77,3 +77,24 @@ def test_a_file_that_is_not_a_model_is_refused_naming_it(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(InputError, match=r"fold0_member0\.onnx: not a loadable ONNX model"):
         onnx_session(bad)
+
+
+def test_a_forked_child_runs_in_pieces_on_its_own_pool():
+    import os
+
+    session = ParallelSession(RowSums(), 2)
+    x = np.ones((2, 3, 2, 2), np.float32)
+    session.run(x)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # the child: the inherited pool has no threads; a run must not wait on them
+        os._exit(0 if np.array_equal(session.run(x), x.sum(axis=(2, 3))) else 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's run hung on its parent's pool")
