@@ -11,8 +11,9 @@ alternating, ``--reps`` rounds, every other param as params.yaml has it (torch: 
 ``auto``, bf16 on a CPU with AVX-512 BF16 or AMX: today's default; onnxruntime: fp32). Each run
 is timed whole (model load, the ONNX export, every set: the whitening's training images,
 validation, queries, references) and its metrics' images per second of each set are kept; the
-best round of each runtime counts. Embeddings: each runtime's query features against torch's in
-fp32 (amp off) on the first 32 queries, and against each other on all. Without ``--model``, an
+best round of each runtime counts. Embeddings: each runtime's (before whitening) against torch's
+in fp32 (amp off) on the first 32 queries; the runs' query features against each other (cosine,
+and the top 10 references of each query). Without ``--model``, an
 ImageNet-initialised model of params.yaml's ``model`` (speed does not depend on training).
 """
 from __future__ import annotations
@@ -109,6 +110,12 @@ def raw_cosines(model: Path, root: Path, n: int, runtimes: list[str]) -> dict:
     return {r: {"min": float(c.min()), "mean": float(c.mean())} for r, c in cos.items()}
 
 
+def top_equal(a: dict, b: dict, k: int) -> float:
+    """The share of queries whose top ``k`` references (cosine) are the same, in order, under ``a`` and ``b``."""
+    top = lambda f: np.argsort(-(f["query"] @ f["reference"].T), axis=1, kind="stable")[:, :k]  # noqa: E731
+    return float((top(a) == top(b)).all(axis=1).mean())
+
+
 def set_images(work: Path, metrics: dict) -> int:
     """The images one run embeds: its sets' (metrics ``images``) and the whitening's training images."""
     import pandas as pd
@@ -145,7 +152,7 @@ def main(argv=None) -> int:
                 sets[r].append(metrics["img_per_s"])
                 print(f"round {rep} {r}: {wall:.1f} s", flush=True)
         n_images = set_images(work, metrics)
-        feats = {r: np.load(work / r / "query.npz")["embeddings"] for r in args.runtimes}
+        feats = {r: {s: np.load(work / r / f"{s}.npz")["embeddings"] for s in ("query", "reference")} for r in args.runtimes}
         raw = raw_cosines(model, work / "data", min(FP32_QUERIES, args.queries), args.runtimes)
     best = {r: min(w) for r, w in walls.items()}
     base = args.runtimes[0]
@@ -157,10 +164,16 @@ def main(argv=None) -> int:
            f"speedup_vs_{base}": {r: round(best[base] / b, 3) for r, b in best.items()},
            "set_img_per_s_best": {r: {k: max(m[k] for m in ms) for k in ms[0]} for r, ms in sets.items()},
            "raw_cosine_vs_torch_fp32_first_queries": raw,
-           "query_features_cosine_vs_" + base: {r: float((feats[r] * feats[base]).sum(1).min()) for r in args.runtimes},
+           "query_features_min_cosine_vs_" + base: {r: float((feats[r]["query"] * feats[base]["query"]).sum(1).min())
+                                                     for r in args.runtimes},
+           "query_top10_references_equal_share_vs_" + base: {r: top_equal(feats[r], feats[base], 10) for r in args.runtimes},
            "note": "stage_img_per_s: images one run embeds (all its sets and the whitening's training images) / its "
                    "best wall time, model load and ONNX export included; query features are whitened with each run's "
-                   "own whitening (learned on its own embeddings)"}
+                   "own whitening (learned on its own embeddings, from few images here: it magnifies small "
+                   "differences), so raw_cosine_vs_torch_fp32_first_queries is the embeddings' equality; "
+                   "query_top10_references_equal_share: queries whose cosine top 10 among the references is the "
+                   "same, in order"}
+    out["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]  # at the end: was the machine quiet?
     print(json.dumps(out, indent=1))
     save_result(args.out, out, None if argv is None else ["bench/extract_stage.py", *map(str, argv)])
     return 0
