@@ -47,7 +47,7 @@ from bench.provenance import save_result  # noqa: E402
 from retrieval.config import ModelParams, TrainParams  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, fix_bn_statistics, freeze_stages, set_train_mode  # noqa: E402
-from retrieval.train.loop import LossOf  # noqa: E402
+from retrieval.train.run import LossOf  # noqa: E402
 from retrieval.train.optim import group_schedules, param_groups  # noqa: E402
 
 VARIANTS = {"eager_sync": (None, True), "eager": (None, False), "compile": ("default", False),

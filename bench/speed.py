@@ -36,7 +36,7 @@ from retrieval.embed.tta import embed_images  # noqa: E402
 from retrieval.model.losses import metric_loss  # noqa: E402
 from retrieval.model.network import autocast_dtype, build_model, freeze_stages, set_train_mode  # noqa: E402
 from retrieval.resources import set_threads  # noqa: E402
-from retrieval.train.loop import forward_loss  # noqa: E402
+from retrieval.train.run import forward_loss  # noqa: E402
 
 SETUPS = {  # name: (channels_last, amp, num_workers)
     "fp32_eager_main_thread": (False, "off", 0),

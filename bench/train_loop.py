@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import retrieval.train.loop as loop  # noqa: E402
+import retrieval.train.run as loop  # noqa: E402
 from bench.provenance import save_result  # noqa: E402
 from retrieval.config import load_params  # noqa: E402
 from retrieval.data.folds import fold_parts, make_folds  # noqa: E402

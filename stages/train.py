@@ -24,7 +24,8 @@ from retrieval.data.folds import read_folds
 from retrieval.data.images import data_unchanged
 from retrieval.io import InputError, write_json
 from retrieval.train import distributed
-from retrieval.train.loop import VAL_MAP, train_fold
+from retrieval.train.fold import train_fold
+from retrieval.train.validation import VAL_MAP
 from retrieval.timing import Clock
 
 

@@ -1,4 +1,4 @@
-"""Training schedule, extraction (flip TTA), feature files and atomic writes."""
+"""Extraction (flip TTA), feature files and atomic writes."""
 import os
 
 import numpy as np
@@ -8,17 +8,6 @@ from PIL import Image
 from retrieval.embed.feature_file import Features, load_features, save_features
 from retrieval.embed.tta import embed_images
 from retrieval.io import InputError, atomic_path
-from retrieval.train.optim import lr_factor
-
-
-def test_lr_factor_golden():
-    # 10 steps, 2 of warm-up: 0.5, 1.0, then cosine from 1 down to the floor
-    assert lr_factor(0, 10, 2) == pytest.approx(0.5)
-    assert lr_factor(1, 10, 2) == pytest.approx(1.0)
-    assert lr_factor(2, 10, 2) == pytest.approx(1.0)
-    assert lr_factor(6, 10, 2, floor=0.0) == pytest.approx(0.5)  # half-way through the cosine
-    assert lr_factor(10, 10, 2, floor=0.01) == pytest.approx(0.01)
-    assert lr_factor(0, 10, 0) == pytest.approx(1.0)  # no warm-up
 
 
 def test_flip_tta_makes_embeddings_mirror_invariant(tiny_model, tmp_path):

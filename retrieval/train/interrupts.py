@@ -1,5 +1,4 @@
-"""Stopping a training run: Ctrl-C stops the main process only (never lost, one line), and the
-test-only hook that SIGKILLs the run at a given optimiser step to simulate a crash."""
+"""Stopping a training run: Ctrl-C stops the main process only, and is never lost (one line)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,25 +8,15 @@ import sys
 import threading
 
 
-# Test hook only: a process whose environment sets this to N SIGKILLs itself right after the
-# N-th optimiser step of the run (steps counted from epoch 1, across resumes, and across the
-# backbones of a several-backbone run, each counting all its epochs' steps), to simulate a
-# crash mid-epoch. Unset (always, outside tests/test_resume.py) it does nothing.
-KILL_AT_STEP_ENV = "RETRIEVAL_TEST_KILL_AT_STEP"
-
-
 class Interrupts:
     """Ctrl-C handling for a training run (see :func:`interrupt_main_process_only`)."""
 
     def __init__(self):
         self.pending = False
-        self.kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)  # the test hook, see KILL_AT_STEP_ENV
 
-    def check(self, step: int | None = None) -> None:
-        """Raise KeyboardInterrupt if a Ctrl-C came and was swallowed on its way. Called after
-        every optimiser ``step`` too, where the test hook may kill the process (the only place)."""
-        if step is not None and step == self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a Ctrl-C came and was swallowed on its way (called after
+        every optimiser step and every validation)."""
         if self.pending:
             raise KeyboardInterrupt
 

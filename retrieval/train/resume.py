@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "last.pt"  # the resume state inside resume_dir
 STATE_VERSION = 4  # 4: validation records carry each query's AP
 PACKAGE = Path(__file__).resolve().parents[1]  # retrieval/
-TRAIN_ENTRY = PACKAGE / "train" / "loop.py"
+TRAIN_ENTRY = PACKAGE / "train" / "fold.py"  # the train stage's train_fold
 
 
 def code_files(entry: Path = TRAIN_ENTRY) -> list[Path]:

@@ -79,7 +79,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny, t
     # 2 lr; compared over the whole update, the two runs differ by under 2% of it (measured: 0.3%)
     from retrieval.config import parse_params
     from retrieval.model.network import build_model
-    from retrieval.train.loop import seed_everything
+    from retrieval.train.run import seed_everything
     p = parse_params(params)
     seed_everything(p.seed + 0)
     w0 = build_model(p.model)[0].state_dict()  # the initial weights of both runs
