@@ -26,11 +26,20 @@ trap 'rm -rf "$WORK"' EXIT
 BUNDLE=$WORK/grocery_imagenet_bundle
 MODEL_FLAG=()
 if [ -n "$MODEL" ] && [ -f "$MODEL" ]; then MODEL_FLAG=(--model "$MODEL"); else echo "no $MODEL: ImageNet weights" >&2; fi
-step() { echo "== $(date -u +%H:%M:%S) $*" >&2; "$@"; }
-step $PY bench/extract_stage.py --data "$DATA" "${MODEL_FLAG[@]}" --reps 3 --out $OUT/extract_stage_grocery.json
+FAILED=()
+step() {  # a failed step is reported at the end; the others still run
+  echo "== $(date -u +%H:%M:%S) $*" >&2
+  "$@" || { FAILED+=("$*"); echo "== FAILED: $*" >&2; return 1; }
+}
+COMPARE=()
+step $PY bench/extract_stage.py --data "$DATA" "${MODEL_FLAG[@]}" --reps 3 --out $OUT/extract_stage_grocery.json \
+  && COMPARE=(--extract-result $OUT/extract_stage_grocery.json)
 step $PY bench/serve.py --make-bundle "$DATA" --bundle "$BUNDLE" --images "$DATA/test/query" --single 200 --n 1000 \
-  --concurrency 8 --warmup 40 --extract-result $OUT/extract_stage_grocery.json --out $OUT/serve_grocery.json
-step $PY bench/onnx_threads.py --bundle "$BUNDLE" --reps 20 --out $OUT/onnx_threads_grocery.json
-step $PY bench/bundle_edit.py --bundle "$BUNDLE" --images "$DATA/test/query" --add 10 --large 36748 --large-folds 1 \
-  --out $OUT/bundle_edit_grocery.json
-echo "== $(date -u +%H:%M:%S) done in ${SECONDS} s" >&2
+  --concurrency 8 --warmup 40 "${COMPARE[@]}" --out $OUT/serve_grocery.json || true
+if [ -f "$BUNDLE/manifest.json" ]; then
+  step $PY bench/onnx_threads.py --bundle "$BUNDLE" --reps 20 --out $OUT/onnx_threads_grocery.json || true
+  step $PY bench/bundle_edit.py --bundle "$BUNDLE" --images "$DATA/test/query" --add 10 --large 36748 --large-folds 1 \
+    --out $OUT/bundle_edit_grocery.json || true
+fi
+echo "== $(date -u +%H:%M:%S) done in ${SECONDS} s; failed: ${#FAILED[@]} ${FAILED[*]}" >&2
+[ ${#FAILED[@]} -eq 0 ]
