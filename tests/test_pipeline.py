@@ -250,7 +250,7 @@ def tiny_repo(module_tmp, tiny, tiny_params):
     (repo, its params as a dict)."""
     repo = module_tmp / "repo"
     repo.mkdir()
-    for item in ("dvc.yaml", "retrieval", "stages"):
+    for item in ("dvc.yaml", "retrieval", "stages", "synthetic"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     # DVC wants every declared param present: the repository's params with the tiny overrides
