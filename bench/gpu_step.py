@@ -4,7 +4,7 @@
         [--variants eager_sync eager compile compile_ro] [--compile-batches 256] [--steps 30]
         [--rounds 2] [--profile-steps 5] [--freeze-stages 2] [--classes 1383] [--tiny]
 
-The step is the train stage's (:class:`retrieval.train.loop.LossOf` under its autocast: bf16 on
+The step is the train stage's (:class:`retrieval.train.run.LossOf` under its autocast: bf16 on
 CUDA; channels-last; AdamW over :func:`retrieval.train.optim.param_groups`, fused; the
 warm-up + cosine schedule stepped each step), on one batch of random images held on the device,
 so the loader is out of it (bench/gpu_loader.py measures the loader alone). Learning rates scale

@@ -5,7 +5,7 @@ issue 16's changes, on a data set of your choice, beside extraction's of the sam
         --out bench/results/train_loop_grocery.json
 
 Each measurement is its own process, the variants started in alternating order: the pipeline's
-training run (``retrieval.train.loop._Run``: the fold-0 split of ``--root``'s training images,
+training run (``retrieval.train.run.Run``: the fold-0 split of ``--root``'s training images,
 params.yaml's params at ``--size`` px), three warm-up steps, then ``--steps`` timed steps of its
 epoch-1 loader and optimiser step. ``after`` is the pipeline's step; ``no_small_maps`` is it
 without :mod:`retrieval.model.small_maps` (oneDNN's convolutions on maps of a few pixels too);
@@ -60,7 +60,7 @@ def measure(args) -> dict:
         put_back_before()
     if args.variant in ("before", "no_small_maps"):
         loop.use_small_map_convs = lambda model: 0
-    run = loop._Run(p, folds, args.root, 0, loop.Dist())
+    run = loop.Run(loop.Job(p, folds, args.root, 0))
     run._prepare_epoch(1)
     batches = iter(run.loader)
     for _ in range(3):

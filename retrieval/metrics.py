@@ -27,6 +27,7 @@ def map_key(k: int) -> str:
 
 
 MAP, P1, N_QUERIES = map_key(MAP_K), "p@1", "n_queries"  # the pipeline's metric names
+VAL_MAP, VAL_P1 = f"val_{MAP}", f"val_{P1}"  # training's validation: history columns and metrics keys
 
 
 def ranking_ap(ranked: np.ndarray, query_labels: Any, ref_labels: Any, k: int) -> np.ndarray:

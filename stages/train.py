@@ -25,7 +25,7 @@ from retrieval.data.images import data_unchanged
 from retrieval.io import InputError, write_json
 from retrieval.train import distributed
 from retrieval.train.fold import train_fold
-from retrieval.train.validation import VAL_MAP
+from retrieval.metrics import VAL_MAP
 from retrieval.timing import Clock
 
 

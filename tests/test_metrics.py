@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from retrieval.metrics import MAP, MAP_K, N_QUERIES, P1, map_key, ranking_ap, retrieval_metrics
+from retrieval.metrics import MAP, MAP_K, N_QUERIES, P1, VAL_MAP, VAL_P1, map_key, ranking_ap, retrieval_metrics
 
 # Shared golden set-up.
 # references: 0:a 1:b 2:a 3:c 4:a  -> n_relevant: a=3, b=1, c=1, d=0
@@ -66,6 +66,7 @@ def test_k_below_one_is_refused():
 
 def test_map_key_names_map_at_k_and_the_pipelines_metric():
     assert map_key(7) == "map@7" and MAP == "map@1000" == map_key(MAP_K)
+    assert (VAL_MAP, VAL_P1) == ("val_map@1000", "val_p@1")  # training's history columns and metrics keys
     assert set(retrieval_metrics(RANKED, QUERIES, REF, 7)) == {map_key(7), P1, N_QUERIES}
 
 

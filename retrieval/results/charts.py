@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from retrieval.metrics import MAP
+from retrieval.metrics import MAP, VAL_MAP
 
 FONT = "font-family='system-ui,sans-serif' font-size='11'"
 BLUE, GREY, ORANGE, GREEN, INK = "#1f6feb", "#8c959f", "#d4700a", "#2ea043", "#1f2328"
@@ -143,7 +143,6 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], shown: Sequence[st
 
 # -- the report's charts -------------------------------------------------------------------------
 
-VAL_MAP = f"val_{MAP}"  # train's history.csv column and metrics key (retrieval.train.loop)
 
 
 def curve_chart(history, train: dict, fold: int) -> str:

@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from retrieval.io import InputError
-from retrieval.metrics import MAP
-from retrieval.results.charts import VAL_MAP, ablation_chart, curve_chart, wall_chart
+from retrieval.metrics import MAP, VAL_MAP
+from retrieval.results.charts import ablation_chart, curve_chart, wall_chart
 from retrieval.results.summary import FOLD_STAGES, duration, read_stage_metrics, stage_seconds
 
 log = logging.getLogger(__name__)

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from retrieval.io import InputError
-from retrieval.metrics import MAP, N_QUERIES, P1
+from retrieval.metrics import MAP, N_QUERIES, P1, VAL_MAP
 
 STAGES = ("demo", "check", "split", "train", "extract", "rerank", "ensemble", "report")  # pipeline order
 FOLD_STAGES = ("train", "extract", "rerank")  # one metrics file per fold
 BEFORE_REPORT = STAGES[:-1]  # the stages whose wall time the report shows
 MAX_LINES = 15
 START = {"pypi": "ImageNet start", "timm": "ImageNet start", "none": "untrained start"}  # model.pretrained
-VAL_MAP = f"val_{MAP}"  # retrieval.train.loop's name, written in train's metrics
 
 
 def read_metrics(path: str | Path) -> dict:

@@ -23,7 +23,7 @@ from retrieval.metrics import MAP, P1
 from retrieval.train.job import Job
 from retrieval.train.resume import load_resume_state, save_resume_state
 from retrieval.train.run import Run, cpu_copy
-from retrieval.train.validation import VAL_MAP, VAL_P1
+from retrieval.metrics import VAL_MAP, VAL_P1
 
 log = logging.getLogger(__name__)
 EpochCheck = Callable[[int, dict, float], None]  # (epoch, its validation, epoch 0's mAP@1000); may raise

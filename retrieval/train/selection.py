@@ -15,7 +15,7 @@ from retrieval.train.job import Job
 from retrieval.train.optim import interpolate
 from retrieval.train.resume import state_fingerprint
 from retrieval.train.run import Run
-from retrieval.train.validation import VAL_MAP
+from retrieval.metrics import VAL_MAP
 from retrieval.validation_metrics import QUERY_AP
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,9 @@ import torch
 from retrieval.data.folds import IMAGE
 from retrieval.data.loaders import HeldImages, eval_images
 from retrieval.embed.tta import embed_dataset
-from retrieval.metrics import MAP, P1
 from retrieval.validation_metrics import validation_map
 
 HELD_VALID_BYTES = 2 << 30  # validation images held decoded (uint8) for the epochs when no bigger than this
-VAL_MAP, VAL_P1 = f"val_{MAP}", f"val_{P1}"  # history and metrics columns
 
 
 def evaluate(model, images: torch.utils.data.Dataset, valid: pd.DataFrame, batch_size: int, num_workers: int,

@@ -16,7 +16,3 @@ def test_validation_images_held_or_decoded_give_the_same_figures(tiny_model, tmp
     assert a["map@1000"] == b["map@1000"] and a["p@1"] == b["p@1"]
     np.testing.assert_array_equal(a["query_ap"], b["query_ap"])
     assert len(a["query_ap"]) == int((valid["role"] == "query").sum())
-
-
-def test_history_columns_are_the_metric_names():
-    assert (validation.VAL_MAP, validation.VAL_P1) == ("val_map@1000", "val_p@1")
