@@ -50,7 +50,7 @@ class FoldModel:
     the one its reference features were made with."""
 
     def __init__(self, members: list[Member], weights: Sequence[float], sizes: Sequence[int], flip_tta: bool,
-                 batch_size: int = 32):
+                 batch_size: int):
         self.members, self.weights, self.sizes = members, list(weights), list(sizes)
         self.flip_tta, self.batch_size = flip_tta, batch_size
 

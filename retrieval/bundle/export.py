@@ -25,6 +25,7 @@ from retrieval.io import InputError
 
 log = logging.getLogger(__name__)
 ONLINE_STEPS = ("dba", "qe")
+MAX_BATCH = 32  # images per forward at most when the bundle embeds (a search's TTA views, an add)
 
 
 def rerank_settings(params: Params) -> dict:
@@ -75,7 +76,7 @@ def bundle_parts(params: Params, folds: dict[int, tuple[list, list, Features]]) 
     settings = {"folds": [fold_settings(f, w, models, refs) for (f, (models, _, refs)), w in zip(folds.items(), weights)],
                 "image_size": m["image_size"], "scales": m.get("scales", [1.0]), "flip_tta": m["flip_tta"],
                 "tta_sizes": tta_sizes(m["image_size"], m.get("scales", [1.0])), "references_amp": m.get("amp"),
-                "batch_size": min(params.extract.batch_size, 32), "rerank": rerank_settings(params)}
+                "batch_size": min(params.extract.batch_size, MAX_BATCH), "rerank": rerank_settings(params)}
     models = {model_file(f, i): onnx_bytes(model) for f, (ms, _, _) in folds.items() for i, (model, _) in enumerate(ms)}
     whitening = {k: v for f, (_, ws, _) in folds.items() for k, v in whitening_arrays(f, ws).items()}
     return Parts(settings, params.model_dump(mode="json"), models, whitening, first.ids.tolist(),

@@ -42,7 +42,7 @@ def fold_model(folder: Path, settings: dict, fold: dict, whitenings: dict, threa
     members = [Member(onnx_session(folder / m["onnx"], threads), m["mean"], m["std"],
                       whitening_of(whitenings, fold["fold"], i)) for i, m in enumerate(fold["members"])]
     return FoldModel(members, fold["member_weights"], settings["tta_sizes"], settings["flip_tta"],
-                     settings.get("batch_size", 32))
+                     settings["batch_size"])
 
 
 class Bundle:

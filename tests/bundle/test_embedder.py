@@ -81,5 +81,5 @@ def test_the_folds_share_each_eval_input_and_keep_their_own_models(images, monke
 
 
 def test_no_images_give_an_empty_array():
-    fold = FoldModel([Member(ParallelSession(Linear(0), 2), MEAN, STD, None)], [1.0], [8], True)
+    fold = FoldModel([Member(ParallelSession(Linear(0), 2), MEAN, STD, None)], [1.0], [8], True, batch_size=32)
     assert fold.embed([]).shape[0] == 0
