@@ -167,8 +167,26 @@ def view(script: str, r: dict) -> str:
     return VIEWS.get(script, scalars)(r)
 
 
+def _diff(c: dict) -> str:
+    lo, hi = c["class_diff_ci95"]
+    return f"{c['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def _chains(r: dict) -> str:
+    """bench/chains.py: each variant's validation and test mAP@1000, and its paired difference from
+    the baseline with the 95% interval over classes; P@1's difference on test."""
+    base = r["baseline"]
+    rows = [[f"`{name}`", num(v["valid_map"], 4), _diff(v[f"vs_{base}"]["valid_map"]) if name != base else "",
+             num(v["test_map"], 4), _diff(v[f"vs_{base}"]["test_map"]) if name != base else "",
+             num(v["test_p1"], 4), _diff(v[f"vs_{base}"]["test_p1"]) if name != base else ""]
+            for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[0] != base, nv[0]))]
+    return grid(["variant", "validation mAP@1000", "vs baseline", "test mAP@1000", "vs baseline", "test P@1",
+                 "vs baseline"], rows)
+
+
 VIEWS = {
     "amp": lambda r: matrix({k: r[k] for k in ("off", "bf16")}, "precision"),
+    "chains": _chains,
     "index": lambda r: matrix({k: {c: x for c, x in v.items() if c != "params"} for k, v in r["methods"].items()}, "index"),
     "rerank": _rerank,
     "scale": _scale,
