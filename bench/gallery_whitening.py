@@ -8,7 +8,7 @@ labels (for the test features: the test queries and references; for the validati
 the fold's validation queries and references), and writes feature files in the same format for
 ``bench/chains.py --extract`` to rank, fuse and score beside the run's own.
 
-    python bench/gallery_whitening.py --run /work/runs/grocery --out /work/runs/grocery/gw_extract
+    python bench/gallery_whitening.py --run /work/runs/grocery --features /work/runs/grocery/gw_extract
 """
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def rewhiten(sets: list[Features], whitening: tuple, power: float) -> tuple[list
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a finished bench/pipeline.py work folder")
-    ap.add_argument("--out", required=True, help="folder for the new feature files (fold<i>/{query,reference,valid}.npz)")
+    ap.add_argument("--features", required=True, help="folder for the new feature files (fold<i>/{query,reference,valid}.npz)")
     args = ap.parse_args(argv)
-    run, out = Path(args.run), Path(args.out)
+    run, out = Path(args.run), Path(args.features)
     params = yaml.safe_load((run / "params.yaml").read_text())
     power = params["extract"]["whiten_power"]
     report = {}
