@@ -1,5 +1,4 @@
-"""Extraction (flip TTA), feature files and atomic writes."""
-import os
+"""Extraction (flip TTA) and feature files, end to end."""
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ from PIL import Image
 
 from retrieval.embed.feature_file import Features, load_features, save_features
 from retrieval.embed.tta import embed_images
-from retrieval.io import InputError, atomic_path
+from retrieval.io import InputError
 
 
 def test_flip_tta_makes_embeddings_mirror_invariant(tiny_model, tmp_path):
@@ -36,22 +35,3 @@ def test_feature_file_round_trip_and_id_check(tmp_path):
         load_features(tmp_path / "f.npz", expect_ids=["a", "b"])
     with pytest.raises(ValueError, match="not unique"):
         Features(["a", "a"], np.eye(2))
-
-
-def test_atomic_path_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "out.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
-    old_mask = os.umask(0o022)
-    try:
-        with atomic_path(target) as tmp:
-            tmp.write_text("new")
-    finally:
-        os.umask(old_mask)
-    assert target.read_text() == "new"
-    assert target.stat().st_mode & 0o777 == 0o644  # like any file the user writes, not mkstemp's 0600
