@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -104,7 +103,6 @@ def main(argv=None) -> int:
             res = add_and_remove(big, images, "new")
             out["large"] = {"folds": args.large_folds, "build_s": build, **res}
             out["large_estimate_all_folds_s"] = {k: round(res[f"{k}_s"] / args.large_folds * folds, 1) for k in ("add", "remove")}
-    out["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]  # at the end: was the machine quiet?
     print(json.dumps(out, indent=1))
     save_result(args.out, out, None if argv is None else ["bench/bundle_edit.py", *map(str, argv)])
     return 0

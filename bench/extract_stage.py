@@ -173,7 +173,6 @@ def main(argv=None) -> int:
                    "differences), so raw_cosine_vs_torch_fp32_first_queries is the embeddings' equality; "
                    "query_top10_references_equal_share: queries whose cosine top 10 among the references is the "
                    "same, in order"}
-    out["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]  # at the end: was the machine quiet?
     print(json.dumps(out, indent=1))
     save_result(args.out, out, None if argv is None else ["bench/extract_stage.py", *map(str, argv)])
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -70,7 +69,6 @@ def main(argv=None) -> int:
                                       "min": round(float(np.min(t)), 1)} for w, t in times.items()},
            "max_abs_diff_vs_parallel": {w: float(max(np.abs(a - b).max() for a, b in zip(o, outs["parallel"])))
                                         for w, o in outs.items()}}
-    out["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]  # at the end: was the machine quiet?
     print(json.dumps(out, indent=1))
     save_result(args.out, out, None if argv is None else ["bench/onnx_threads.py", *map(str, argv)])
     return 0

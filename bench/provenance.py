@@ -79,9 +79,12 @@ def command(argv: list[str] | None = None) -> str:
 
 def stamp(result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dict:
     """``result`` with ``commit`` (of the checkout at ``repo``: the code that ran), ``command``,
-    ``date`` and ``machine`` added (a new dict)."""
+    ``date``, ``machine`` and ``load_average_1_5_15_min`` (at the end: was the machine quiet?) added
+    (a new dict)."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    return {**result, "commit": commit(repo), "command": command(argv), "date": now, "machine": machine()}
+    load = [round(x, 2) for x in os.getloadavg()]
+    return {**result, "commit": commit(repo), "command": command(argv), "date": now, "machine": machine(),
+            "load_average_1_5_15_min": load}
 
 
 def save_result(path: str | Path, result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dict:

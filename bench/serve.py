@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -249,7 +248,6 @@ def main(argv=None) -> int:
               "searches_per_s": round(args.n / wall, 2), "rss_before_mb": round(rss_before, 1),
               "rss_after_mb": round(rss_after, 1), "rss_growth": round(rss_after / rss_before - 1, 4),
               "tta": {k: settings.get(k) for k in ("tta_sizes", "flip_tta", "image_size", "scales") if k in settings}}
-    result["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]  # at the end: was the machine quiet?
     if args.extract_result:
         result["vs_extract"] = vs_extract(json.loads(args.extract_result.read_text()), result["searches_per_s"],
                                           result["folds"], str(args.extract_result))
