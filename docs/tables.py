@@ -20,7 +20,7 @@ from bench.provenance import read_result
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
 SCRIPTS = ("amp", "index", "rerank", "scale", "speed", "train_loop", "train_step", "workers")  # with a view
-PROVENANCE_KEYS = {"commit", "command", "date", "machine", "backfilled"}
+PROVENANCE_KEYS = {"commit", "command", "date", "machine", "backfilled", "load_average_1_5_15_min"}
 
 
 def num(v, digits: int = 3) -> str:
@@ -187,6 +187,8 @@ def _chains(r: dict) -> str:
 VIEWS = {
     "amp": lambda r: matrix({k: r[k] for k in ("off", "bf16")}, "precision"),
     "chains": _chains,
+    "extract_stage": lambda r: matrix(transpose({k: r[k] for k in ("stage_img_per_s", "speedup_vs_torch")}),
+                                      "runtime"),
     "index": lambda r: matrix({k: {c: x for c, x in v.items() if c != "params"} for k, v in r["methods"].items()}, "index"),
     "rerank": _rerank,
     "scale": _scale,
