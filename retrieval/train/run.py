@@ -146,7 +146,7 @@ class Run:
         if d.main and self.valid_images is None:
             self.valid_images = validation_images(self.job.root, self.valid_df, tp.val_image_size, self.meta)
         m = evaluate(self.shown, self.valid_images, self.valid_df, tp.batch_size * 2, tp.num_workers,
-                     tp.amp) if d.main else None
+                     tp.amp, tp.channels_last) if d.main else None
         return broadcast(m, d)
 
     def trained_weights(self) -> dict:

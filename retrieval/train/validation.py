@@ -14,11 +14,11 @@ HELD_VALID_BYTES = 2 << 30  # validation images held decoded (uint8) for the epo
 
 
 def evaluate(model, images: torch.utils.data.Dataset, valid: pd.DataFrame, batch_size: int, num_workers: int,
-             amp: str) -> dict:
+             amp: str, channels_last: bool) -> dict:
     """The pipeline's mAP@1000, P@1 and each query's AP@1000 of the fold's validation queries
     against its validation references (``images``: :func:`validation_images` of ``valid``)."""
     emb, _ = embed_dataset(model, images, batch_size, flip_tta=False, num_workers=num_workers, amp=amp,
-                           channels_last=True, desc="validate")
+                           channels_last=channels_last, desc="validate")
     return validation_map(emb, valid["role"].to_numpy(), valid["label"].to_numpy(), per_query=True)
 
 
