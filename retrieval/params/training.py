@@ -97,8 +97,8 @@ class TrainParams(Section):
                      "m_per_class with sampler pk); lower it when memory runs out"))
     lr: float = Field(1e-4, gt=0.0,
         description=("AdamW base learning rate: the neck's (embedding layer, its BatchNorm, GeM's p), and the "
-                     "backbone's x backbone_lr_scale; 1e-4 goes with freeze_bn (README: Frozen statistics at a "
-                     "tenth of the rate)"))
+                     "backbone's x backbone_lr_scale; 1e-4 goes with freeze_bn (docs/decisions.md: learning "
+                     "rate 1e-4 with frozen BatchNorm statistics)"))
     image_size: int = ImageSize(192, description=("training resolution in pixels; larger is slower and "
                                                      "usually more accurate"))
     val_image_size: int = ImageSize(224, description="resolution of the per-epoch validation in pixels")
