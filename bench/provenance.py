@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE = ("commit", "command", "date", "machine")
+LOAD = "load_average_1_5_15_min"  # also stamped, not required: older results lack it
 
 
 def _git(*args: str, repo: Path = ROOT) -> str:
@@ -84,7 +85,7 @@ def stamp(result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dic
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     load = [round(x, 2) for x in os.getloadavg()]
     return {**result, "commit": commit(repo), "command": command(argv), "date": now, "machine": machine(),
-            "load_average_1_5_15_min": load}
+            LOAD: load}
 
 
 def save_result(path: str | Path, result: dict, argv: list[str] | None = None, repo: Path = ROOT) -> dict:

@@ -15,12 +15,12 @@ import re
 import subprocess
 from pathlib import Path
 
-from bench.provenance import read_result
+from bench.provenance import LOAD, PROVENANCE, read_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
 SCRIPTS = ("amp", "index", "rerank", "scale", "speed", "train_loop", "train_step", "workers")  # with a view
-PROVENANCE_KEYS = {"commit", "command", "date", "machine", "backfilled", "load_average_1_5_15_min"}
+PROVENANCE_KEYS = {*PROVENANCE, LOAD, "backfilled"}
 
 
 def num(v, digits: int = 3) -> str:
